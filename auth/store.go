@@ -1,0 +1,309 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis layout. README documents it for admins using redis-cli.
+//
+//	tokengate:token:<id>  hash, one per live token; its TTL ends at the expiry.
+//	                      DEL of this key revokes the token.
+//	tokengate:meta:<id>   hash with no secret, kept for MetaRetention past the
+//	                      expiry, so a refusal can say "expired" or "revoked"
+//	                      rather than "unknown", and so last use is remembered.
+//	tokengate:revocations pub/sub channel; the message is a token ID.
+const (
+	KeyPrefix         = "tokengate:"
+	RevocationChannel = KeyPrefix + "revocations"
+	MetaRetention     = 30 * 24 * time.Hour
+)
+
+// TokenKey is the Redis key of a live token.
+func TokenKey(id string) string { return KeyPrefix + "token:" + id }
+
+// MetaKey is the Redis key of a token's secret-free history.
+func MetaKey(id string) string { return KeyPrefix + "meta:" + id }
+
+// Record is what Redis knows about a token. It holds the secret's hash, never
+// the secret.
+type Record struct {
+	ID         string
+	SecretHash string
+	Scopes     Scope
+	Root       string // relative to the gateway's data dir
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+	Note       string
+
+	// From the meta key; zero when unknown.
+	RevokedAt    time.Time
+	LastUsedAt   time.Time
+	LastUsedFrom string
+}
+
+// State says what a lookup found.
+type State int
+
+const (
+	StateLive    State = iota // the token key exists
+	StateUnknown              // neither key exists
+	StateExpired              // the token key is gone and its expiry has passed
+	StateRevoked              // the token key is gone before its expiry
+)
+
+// Store reads and writes tokens in Redis.
+type Store struct {
+	rdb redis.UniversalClient
+}
+
+// NewStore wraps a Redis client.
+func NewStore(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+
+// Client exposes the Redis client for the revocation feed and health checks.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// CleanRoot validates a token root given by an admin: a relative path that
+// stays inside the data dir. It returns the cleaned form.
+func CleanRoot(root string) (string, error) {
+	if root == "" {
+		return "", errors.New("root is empty (give a directory relative to the data dir)")
+	}
+	if strings.HasPrefix(root, "/") {
+		return "", fmt.Errorf("root %q must be relative to the data dir", root)
+	}
+	if strings.ContainsRune(root, 0) {
+		return "", errors.New("root contains a NUL byte")
+	}
+	clean := path.Clean(root)
+	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("root %q must name a directory inside the data dir", root)
+	}
+	return clean, nil
+}
+
+// Create stores a new token and its meta record in one transaction.
+func (s *Store) Create(ctx context.Context, rec Record) error {
+	if !ValidID(rec.ID) {
+		return fmt.Errorf("invalid token ID %q", rec.ID)
+	}
+	fields := map[string]any{
+		"secret_sha256": rec.SecretHash,
+		"scopes":        rec.Scopes.String(),
+		"root":          rec.Root,
+		"expires_at":    formatTime(rec.ExpiresAt),
+		"created_at":    formatTime(rec.CreatedAt),
+		"note":          rec.Note,
+	}
+	meta := map[string]any{
+		"scopes":     rec.Scopes.String(),
+		"root":       rec.Root,
+		"expires_at": formatTime(rec.ExpiresAt),
+		"created_at": formatTime(rec.CreatedAt),
+		"note":       rec.Note,
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, TokenKey(rec.ID), fields)
+		p.PExpireAt(ctx, TokenKey(rec.ID), rec.ExpiresAt)
+		p.HSet(ctx, MetaKey(rec.ID), meta)
+		p.PExpireAt(ctx, MetaKey(rec.ID), rec.ExpiresAt.Add(MetaRetention))
+		return nil
+	})
+	return err
+}
+
+// Lookup fetches a token and its meta record in one round trip and says
+// whether the token is live, expired, revoked or unknown.
+func (s *Store) Lookup(ctx context.Context, id string, now time.Time) (*Record, State, error) {
+	var tok, meta *redis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tok = p.HGetAll(ctx, TokenKey(id))
+		meta = p.HGetAll(ctx, MetaKey(id))
+		return nil
+	})
+	if err != nil {
+		return nil, StateUnknown, err
+	}
+	if len(tok.Val()) == 0 && len(meta.Val()) == 0 {
+		return nil, StateUnknown, nil
+	}
+	rec, err := decodeRecord(id, tok.Val(), meta.Val())
+	if err != nil {
+		return nil, StateUnknown, err
+	}
+	switch {
+	case len(tok.Val()) > 0 && !rec.ExpiresAt.After(now):
+		// Redis may not have evicted it yet; the stored expiry is the truth.
+		return rec, StateExpired, nil
+	case len(tok.Val()) > 0:
+		return rec, StateLive, nil
+	case !rec.RevokedAt.IsZero():
+		return rec, StateRevoked, nil
+	case !rec.ExpiresAt.After(now):
+		return rec, StateExpired, nil
+	default:
+		// The token key vanished before its expiry: an admin's DEL.
+		return rec, StateRevoked, nil
+	}
+}
+
+// Get returns a token by ID (live, or known through its meta record).
+func (s *Store) Get(ctx context.Context, id string, now time.Time) (*Record, State, error) {
+	return s.Lookup(ctx, id, now)
+}
+
+// List returns every live token, soonest expiry first.
+func (s *Store) List(ctx context.Context, now time.Time) ([]*Record, error) {
+	var ids []string
+	iter := s.rdb.Scan(ctx, 0, TokenKey("*"), 500).Iterator()
+	for iter.Next(ctx) {
+		id := strings.TrimPrefix(iter.Val(), TokenKey(""))
+		if ValidID(id) {
+			ids = append(ids, id)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, err
+	}
+	var out []*Record
+	for _, id := range ids {
+		rec, state, err := s.Lookup(ctx, id, now)
+		if err != nil {
+			return nil, err
+		}
+		if state == StateLive {
+			out = append(out, rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ExpiresAt.Before(out[j].ExpiresAt) })
+	return out, nil
+}
+
+// Revoke deletes a live token, marks its meta record and broadcasts the ID so
+// every gateway cuts the token's live sessions. It reports whether a live
+// token was deleted.
+func (s *Store) Revoke(ctx context.Context, id string, now time.Time) (bool, error) {
+	var del *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, TokenKey(id))
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if exists, err := s.rdb.Exists(ctx, MetaKey(id)).Result(); err == nil && exists == 1 {
+		if err := s.rdb.HSet(ctx, MetaKey(id), "revoked_at", formatTime(now)).Err(); err != nil {
+			return false, err
+		}
+	}
+	if err := s.rdb.Publish(ctx, RevocationChannel, id).Err(); err != nil {
+		return false, err
+	}
+	return del.Val() == 1, nil
+}
+
+// States reports, for each ID, whether its token is live, expired, revoked
+// or unknown, in one round trip. It is the periodic re-check behind the
+// revocation feed, so it fetches only what that decision needs.
+func (s *Store) States(ctx context.Context, ids []string, now time.Time) (map[string]State, error) {
+	toks := make([]*redis.SliceCmd, len(ids))
+	metas := make([]*redis.SliceCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			toks[i] = p.HMGet(ctx, TokenKey(id), "expires_at")
+			metas[i] = p.HMGet(ctx, MetaKey(id), "expires_at", "revoked_at")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]State, len(ids))
+	for i, id := range ids {
+		tok, meta := toks[i].Val(), metas[i].Val()
+		expires := func(v []any) time.Time {
+			if len(v) > 0 {
+				if str, ok := v[0].(string); ok {
+					t, _ := parseTime(str)
+					return t
+				}
+			}
+			return time.Time{}
+		}
+		switch {
+		case len(tok) == 1 && tok[0] != nil:
+			if t := expires(tok); !t.IsZero() && !t.After(now) {
+				out[id] = StateExpired
+			} else {
+				out[id] = StateLive
+			}
+		case len(meta) == 2 && meta[1] != nil:
+			out[id] = StateRevoked
+		case len(meta) == 2 && meta[0] != nil && !expires(meta).After(now):
+			out[id] = StateExpired
+		case len(meta) == 2 && meta[0] != nil:
+			out[id] = StateRevoked
+		default:
+			// Both keys gone: an admin deleted everything. Treat as revoked.
+			out[id] = StateRevoked
+		}
+	}
+	return out, nil
+}
+
+// NoteUse records when and from where a token was last used. It is best
+// effort: a failure here never refuses a login.
+func (s *Store) NoteUse(ctx context.Context, id, from string, now time.Time) error {
+	return s.rdb.HSet(ctx, MetaKey(id), "last_used_at", formatTime(now),
+		"last_used_from", from).Err()
+}
+
+func decodeRecord(id string, tok, meta map[string]string) (*Record, error) {
+	src := tok
+	if len(src) == 0 {
+		src = meta
+	}
+	rec := &Record{ID: id, SecretHash: tok["secret_sha256"], Root: src["root"], Note: src["note"]}
+	var err error
+	if src["scopes"] != "" {
+		if rec.Scopes, err = ParseScopes(src["scopes"]); err != nil {
+			return nil, fmt.Errorf("token %s: stored scopes: %w", id, err)
+		}
+	}
+	if rec.ExpiresAt, err = parseTime(src["expires_at"]); err != nil {
+		return nil, fmt.Errorf("token %s: stored expires_at: %w", id, err)
+	}
+	rec.CreatedAt, _ = parseTime(src["created_at"])
+	rec.RevokedAt, _ = parseTime(meta["revoked_at"])
+	rec.LastUsedAt, _ = parseTime(meta["last_used_at"])
+	rec.LastUsedFrom = meta["last_used_from"]
+	return rec, nil
+}
+
+// Times are stored as RFC 3339 in UTC with milliseconds, readable in redis-cli.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, errors.New("missing")
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	// Accept unix seconds too, for admins who write records by hand.
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor unix seconds", s)
+	}
+	return time.Unix(n, 0), nil
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/redis/go-redis/v9"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tokengate/tokengate/audit"
+	"github.com/tokengate/tokengate/auth"
+	"github.com/tokengate/tokengate/proxy"
+	"github.com/tokengate/tokengate/session"
+)
+
+// serveOptions are the gateway's settings, shared by `serve` and `dev`.
+type serveOptions struct {
+	listen         string
+	redisURL       string
+	redisTimeout   time.Duration
+	dataDir        string
+	stateDir       string
+	rsyncPath      string
+	jailUID        uint
+	jailGID        uint
+	insecureNoJail bool
+	logFormat      string
+	loginGrace     time.Duration
+	recheck        time.Duration
+}
+
+func (o *serveOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.listen, "listen", ":2222", "address to accept SSH connections on")
+	fs.StringVar(&o.dataDir, "data-dir", "/var/lib/tokengate/data", "tokens' roots live below this directory")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/tokengate/state", "host key and other state")
+	fs.StringVar(&o.rsyncPath, "rsync", "/usr/bin/rsync", "the rsync binary run in the jail (3.4.0 or newer)")
+	fs.UintVar(&o.jailUID, "jail-uid", 64050, "unprivileged uid jailed rsync runs as")
+	fs.UintVar(&o.jailGID, "jail-gid", 64050, "unprivileged gid jailed rsync runs as")
+	fs.BoolVar(&o.insecureNoJail, "insecure-no-jail", false, "DEVELOPMENT ONLY: run rsync unconfined")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json, or text for a terminal")
+	fs.DurationVar(&o.loginGrace, "login-grace", proxy.DefaultLoginGrace, "time allowed from connect to login")
+	fs.DurationVar(&o.recheck, "revocation-recheck", 500*time.Millisecond,
+		"how often live sessions' tokens are re-checked in Redis")
+	registerRedis(fs, &o.redisURL, &o.redisTimeout)
+}
+
+func registerRedis(fs *flag.FlagSet, url *string, timeout *time.Duration) {
+	fs.StringVar(url, "redis", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	fs.DurationVar(timeout, "redis-timeout", 2*time.Second, "bound on every Redis call")
+	fs.String("config", "", "config file: one `flag value` per line")
+}
+
+// newRedis connects lazily: a gateway starts even while Redis is down and
+// refuses logins until it is back.
+func newRedis(url string, timeout time.Duration) (*redis.Client, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("--redis: %w", err)
+	}
+	opt.DialTimeout = timeout
+	opt.ReadTimeout = timeout
+	opt.WriteTimeout = timeout
+	opt.MaxRetries = 1
+	return redis.NewClient(opt), nil
+}
+
+func serveCommand() *ffcli.Command {
+	var o serveOptions
+	fs := flag.NewFlagSet("gateway serve", flag.ContinueOnError)
+	o.register(fs)
+	return &ffcli.Command{
+		Name:       "serve",
+		ShortUsage: "gateway serve [flags]",
+		ShortHelp:  "run the SSH gateway",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("serve takes no arguments (got %q)", args[0])
+			}
+			return serve(ctx, &o, nil)
+		},
+	}
+}
+
+// serve runs the gateway until ctx ends. ready, if set, is called once the
+// listener accepts connections.
+func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key gossh.PublicKey)) error {
+	log := audit.NewLogger(os.Stdout, o.logFormat)
+	events := audit.NewEmitter(log)
+
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	rdb, err := newRedis(o.redisURL, o.redisTimeout)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store := auth.NewStore(rdb)
+
+	if o.insecureNoJail {
+		log.WithField("event.action", "jail.disabled").
+			Warn("serve: jail: DISABLED by --insecure-no-jail; rsync runs unconfined; never do this in production")
+	}
+	jail, err := session.NewJail(session.JailConfig{
+		RsyncPath: o.rsyncPath,
+		StateDir:  o.stateDir,
+		UID:       uint32(o.jailUID),
+		GID:       uint32(o.jailGID),
+		Insecure:  o.insecureNoJail,
+	})
+	if err != nil {
+		return err
+	}
+	signer, err := proxy.LoadOrCreateHostKey(o.stateDir)
+	if err != nil {
+		return err
+	}
+
+	srv := proxy.New(proxy.Config{
+		HostSigner: signer,
+		Verifier:   &auth.Verifier{Store: store, Timeout: o.redisTimeout},
+		Store:      store,
+		Jail:       jail,
+		Events:     events,
+		DataDir:    dataDir,
+		JailUID:    uint32(o.jailUID),
+		JailGID:    uint32(o.jailGID),
+		LoginGrace: o.loginGrace,
+	})
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	feed := &auth.Feed{Store: store, Interval: o.recheck, Log: log}
+	go feed.Run(feedCtx, srv.Live().Tokens, func(id string, st auth.State) {
+		cutRevoked(srv, events, id, st)
+	})
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.WithFields(map[string]any{
+		"event.action":     "gateway.ready",
+		"server.address":   ln.Addr().String(),
+		"host.fingerprint": gossh.FingerprintSHA256(signer.PublicKey()),
+	}).Info("serve: listen: ready")
+	if ready != nil {
+		ready(ln.Addr(), signer.PublicKey())
+	}
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.WithField("event.action", "gateway.stopping").Info("serve: shutdown: started")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// cutRevoked ends the live sessions of a token that stopped being valid.
+// Expired tokens' sessions run on: they were authorised before the expiry.
+func cutRevoked(srv *proxy.Server, events *audit.Emitter, id string, st auth.State) {
+	if st != auth.StateRevoked {
+		return
+	}
+	cut := srv.Live().Cut(id, "token "+id+" was revoked")
+	if len(cut) == 0 {
+		return
+	}
+	events.Emit(audit.Event{
+		Action:  audit.ActionTokenRevoked,
+		Outcome: "success",
+		Reason:  audit.ReasonSessionCut,
+		TokenID: id,
+		Message: fmt.Sprintf("token %s revoked; %d live session(s) cut", id, len(cut)),
+		Fields:  map[string]any{"session.ids": cut},
+	})
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/tokengate/tokengate/auth"
+)
+
+type redisOptions struct {
+	url     string
+	timeout time.Duration
+}
+
+func tokenCommand() *ffcli.Command {
+	return &ffcli.Command{
+		Name:       "token",
+		ShortUsage: "gateway token <create|list|show|revoke> [flags]",
+		ShortHelp:  "manage API tokens in Redis",
+		FlagSet:    flag.NewFlagSet("gateway token", flag.ContinueOnError),
+		Subcommands: []*ffcli.Command{
+			tokenCreateCommand(),
+			tokenListCommand(),
+			tokenShowCommand(),
+			tokenRevokeCommand(),
+		},
+		Exec: func(context.Context, []string) error { return flag.ErrHelp },
+	}
+}
+
+// createOptions are the properties of a new token.
+type createOptions struct {
+	root   string
+	scopes string
+	ttl    time.Duration
+	note   string
+	json   bool
+}
+
+// newTokenRecord validates the options and draws a token. Nothing is stored.
+func (c *createOptions) newTokenRecord(now time.Time) (auth.Token, auth.Record, error) {
+	root, err := auth.CleanRoot(c.root)
+	if err != nil {
+		return auth.Token{}, auth.Record{}, fmt.Errorf("--root: %w", err)
+	}
+	scopes, err := auth.ParseScopes(c.scopes)
+	if err != nil {
+		return auth.Token{}, auth.Record{}, fmt.Errorf("--scope: %w", err)
+	}
+	if c.ttl <= 0 {
+		return auth.Token{}, auth.Record{}, fmt.Errorf("--ttl must be positive (got %v)", c.ttl)
+	}
+	if strings.ContainsAny(c.note, "\r\n") {
+		return auth.Token{}, auth.Record{}, errors.New("--note must be one line")
+	}
+	tok, err := auth.NewToken()
+	if err != nil {
+		return auth.Token{}, auth.Record{}, err
+	}
+	rec := auth.Record{
+		ID:         tok.ID,
+		SecretHash: auth.HashSecret(tok.Secret),
+		Scopes:     scopes,
+		Root:       root,
+		ExpiresAt:  now.Add(c.ttl),
+		CreatedAt:  now,
+		Note:       c.note,
+	}
+	return tok, rec, nil
+}
+
+func tokenCreateCommand() *ffcli.Command {
+	var r redisOptions
+	var c createOptions
+	fs := flag.NewFlagSet("gateway token create", flag.ContinueOnError)
+	registerRedis(fs, &r.url, &r.timeout)
+	fs.StringVar(&c.root, "root", "", "directory the token can see, relative to the gateway's data dir")
+	fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete")
+	fs.DurationVar(&c.ttl, "ttl", 24*time.Hour, "lifetime, e.g. 15m, 24h")
+	fs.StringVar(&c.note, "note", "", "free text shown by list and show")
+	fs.BoolVar(&c.json, "json", false, "print token, ID and details as JSON on stdout")
+	return &ffcli.Command{
+		Name:       "create",
+		ShortUsage: "gateway token create --root DIR [--scope read,write] [--ttl 24h] [--note TEXT]",
+		ShortHelp:  "create a token; prints it once on stdout",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("create takes no arguments (got %q)", args[0])
+			}
+			store, closeStore, err := openStore(r)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			tok, rec, err := c.newTokenRecord(time.Now())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(ctx, r.timeout)
+			defer cancel()
+			if err := store.Create(ctx, rec); err != nil {
+				return fmt.Errorf("storing token: %w", err)
+			}
+			return printCreated(os.Stdout, os.Stderr, tok, &rec, c.json)
+		},
+	}
+}
+
+func printCreated(stdout, stderr io.Writer, tok auth.Token, rec *auth.Record, asJSON bool) error {
+	if asJSON {
+		out := recordJSON(rec, time.Now())
+		out["token"] = tok.String()
+		return json.NewEncoder(stdout).Encode(out)
+	}
+	fmt.Fprintf(stderr, "created token %s: scope %s, root %s, expires %s\n",
+		rec.ID, rec.Scopes, rec.Root, rec.ExpiresAt.UTC().Format(time.RFC3339))
+	fmt.Fprintln(stderr, "the token is shown once; store it now")
+	_, err := fmt.Fprintln(stdout, tok.String())
+	return err
+}
+
+func tokenListCommand() *ffcli.Command {
+	var r redisOptions
+	var asJSON bool
+	fs := flag.NewFlagSet("gateway token list", flag.ContinueOnError)
+	registerRedis(fs, &r.url, &r.timeout)
+	fs.BoolVar(&asJSON, "json", false, "one JSON object per token")
+	return &ffcli.Command{
+		Name:       "list",
+		ShortUsage: "gateway token list [--json]",
+		ShortHelp:  "list live tokens, soonest expiry first; never shows a secret",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			store, closeStore, err := openStore(r)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(ctx, 4*r.timeout)
+			defer cancel()
+			now := time.Now()
+			recs, err := store.List(ctx, now)
+			if err != nil {
+				return fmt.Errorf("listing tokens: %w", err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				for _, rec := range recs {
+					if err := enc.Encode(recordJSON(rec, now)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tSCOPE\tROOT\tEXPIRES\tLEFT\tLAST USE\tNOTE")
+			for _, rec := range recs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rec.ID, rec.Scopes, rec.Root,
+					rec.ExpiresAt.UTC().Format(time.RFC3339), left(rec.ExpiresAt, now),
+					lastUse(rec), rec.Note)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func tokenShowCommand() *ffcli.Command {
+	var r redisOptions
+	fs := flag.NewFlagSet("gateway token show", flag.ContinueOnError)
+	registerRedis(fs, &r.url, &r.timeout)
+	return &ffcli.Command{
+		Name:       "show",
+		ShortUsage: "gateway token show ID",
+		ShortHelp:  "show one token as JSON; never shows a secret",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			id, err := oneTokenID(args)
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := openStore(r)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(ctx, r.timeout)
+			defer cancel()
+			now := time.Now()
+			rec, state, err := store.Get(ctx, id, now)
+			if err != nil {
+				return fmt.Errorf("reading token: %w", err)
+			}
+			if state == auth.StateUnknown {
+				return fmt.Errorf("no token %s", id)
+			}
+			out := recordJSON(rec, now)
+			out["state"] = stateName(state)
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		},
+	}
+}
+
+func tokenRevokeCommand() *ffcli.Command {
+	var r redisOptions
+	fs := flag.NewFlagSet("gateway token revoke", flag.ContinueOnError)
+	registerRedis(fs, &r.url, &r.timeout)
+	return &ffcli.Command{
+		Name:       "revoke",
+		ShortUsage: "gateway token revoke ID",
+		ShortHelp:  "revoke a token now; live sessions on every gateway are cut",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			id, err := oneTokenID(args)
+			if err != nil {
+				return err
+			}
+			store, closeStore, err := openStore(r)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(ctx, r.timeout)
+			defer cancel()
+			deleted, err := store.Revoke(ctx, id, time.Now())
+			if err != nil {
+				return fmt.Errorf("revoking token: %w", err)
+			}
+			if !deleted {
+				fmt.Fprintf(os.Stderr, "token %s was not live; revocation broadcast anyway\n", id)
+				return nil
+			}
+			fmt.Fprintf(os.Stderr, "revoked token %s\n", id)
+			return nil
+		},
+	}
+}
+
+func openStore(r redisOptions) (*auth.Store, func(), error) {
+	rdb, err := newRedis(r.url, r.timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	return auth.NewStore(rdb), func() { rdb.Close() }, nil
+}
+
+func oneTokenID(args []string) (string, error) {
+	if len(args) != 1 {
+		return "", errors.New("give exactly one token ID")
+	}
+	id := args[0]
+	// Accept a whole token by mistake, but never echo it back.
+	if strings.HasPrefix(id, "tg_") {
+		tok, err := auth.ParseToken(id)
+		if err != nil {
+			return "", errors.New("that is neither a token ID nor a valid token")
+		}
+		id = tok.ID
+	}
+	if !auth.ValidID(id) {
+		return "", fmt.Errorf("%q is not a token ID (12 characters of a-z, 0-9)", id)
+	}
+	return id, nil
+}
+
+func recordJSON(rec *auth.Record, now time.Time) map[string]any {
+	out := map[string]any{
+		"id":         rec.ID,
+		"scopes":     strings.Split(rec.Scopes.String(), ","),
+		"root":       rec.Root,
+		"expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339),
+		"expires_in": left(rec.ExpiresAt, now),
+		"created_at": rec.CreatedAt.UTC().Format(time.RFC3339),
+		"note":       rec.Note,
+	}
+	if !rec.LastUsedAt.IsZero() {
+		out["last_used_at"] = rec.LastUsedAt.UTC().Format(time.RFC3339)
+		out["last_used_from"] = rec.LastUsedFrom
+	}
+	if !rec.RevokedAt.IsZero() {
+		out["revoked_at"] = rec.RevokedAt.UTC().Format(time.RFC3339)
+	}
+	return out
+}
+
+func left(expires, now time.Time) string {
+	d := expires.Sub(now)
+	if d <= 0 {
+		return "expired"
+	}
+	return d.Round(time.Second).String()
+}
+
+func lastUse(rec *auth.Record) string {
+	if rec.LastUsedAt.IsZero() {
+		return "never"
+	}
+	return rec.LastUsedAt.UTC().Format(time.RFC3339) + " from " + rec.LastUsedFrom
+}
+
+func stateName(st auth.State) string {
+	switch st {
+	case auth.StateLive:
+		return "live"
+	case auth.StateExpired:
+		return "expired"
+	case auth.StateRevoked:
+		return "revoked"
+	}
+	return "unknown"
+}

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+
+	"github.com/tokengate/tokengate/audit"
+	"github.com/tokengate/tokengate/session"
+)
+
+// ExitDenied is the exit status of a session refused by policy. rsync's own
+// codes stop at 35, so a script can tell a refusal from an rsync failure.
+const ExitDenied = 77
+
+// exitInternal is the status when the gateway itself failed.
+const exitInternal = 70
+
+// handleExec runs one exec request: parse, decide, jail, pump, report.
+func (s *Server) handleExec(sess ssh.Session) {
+	ctx := sess.Context()
+	g, ok := ctx.Value(grantKey).(*grant)
+	if !ok {
+		// Unreachable: the handshake only completes through authenticate.
+		_, _ = io.WriteString(sess.Stderr(), "tokengate: not logged in\n")
+		_ = sess.Exit(ExitDenied)
+		return
+	}
+	ev := connEvent(ctx)
+	ev.SessionID = newSessionID()
+	raw := sess.RawCommand()
+
+	plan, err := s.decide(sess, raw, g)
+	if err != nil {
+		s.refuse(sess, ev, raw, err)
+		return
+	}
+
+	root, err := session.PrepareRoot(s.cfg.DataDir, g.rec.Root, s.cfg.JailUID, s.cfg.JailGID)
+	if err != nil {
+		s.fail(sess, ev, "prepare root", err)
+		return
+	}
+	cmd, err := s.cfg.Jail.Command(session.Spec{
+		Root:      root,
+		Writable:  plan.Direction == session.DirectionPush || plan.Deletes,
+		Argv:      plan.Argv,
+		SessionID: ev.SessionID,
+	})
+	if err != nil {
+		s.fail(sess, ev, "jail", err)
+		return
+	}
+	s.run(sess, cmd, plan, ev)
+}
+
+// decide parses the command (and, for `rsync -s`, the argument list the
+// client sends first on stdin) and applies the token's policy.
+func (s *Server) decide(sess ssh.Session, raw string, g *grant) (*session.Plan, error) {
+	inv, err := session.ParseCommand(raw)
+	if err != nil {
+		return nil, err
+	}
+	if inv.Protected {
+		// A client that never sends its list must not hold the session open.
+		timer := time.AfterFunc(s.cfg.ProtectedArgsTimeout, func() { _ = sess.Close() })
+		err := inv.ReadProtectedArgs(sess)
+		timer.Stop()
+		if err != nil {
+			return nil, err
+		}
+	}
+	plan, err := session.Authorize(inv, g.rec.Scopes)
+	var d *audit.Denial
+	if errors.As(err, &d) && d.Reason == audit.ReasonScopeMissing {
+		d.Message = "token " + g.rec.ID + " " + strings.TrimPrefix(d.Message, "token ")
+	}
+	return plan, err
+}
+
+// refuse reports a policy refusal: one line on stderr, one event, exit 77.
+func (s *Server) refuse(sess ssh.Session, ev audit.Event, raw string, err error) {
+	var d *audit.Denial
+	if !errors.As(err, &d) {
+		d = audit.Deny(audit.ReasonArgumentInvalid, "%s", err.Error())
+	}
+	ev.Action = audit.ActionCommandDenied
+	ev.Outcome = "failure"
+	ev.Reason = d.Reason
+	ev.Message = d.Message
+	ev.Fields = map[string]any{"ssh.command": clip(raw, 512)}
+	s.cfg.Events.Emit(ev)
+	_, _ = io.WriteString(sess.Stderr(), "tokengate: "+d.Message+"\n")
+	_ = sess.Exit(ExitDenied)
+}
+
+// fail reports a fault of the gateway itself: the detail goes to the log,
+// the client gets the session ID to quote to an admin.
+func (s *Server) fail(sess ssh.Session, ev audit.Event, step string, err error) {
+	s.cfg.Events.Logger().WithFields(ev.LogFields()).WithError(err).
+		Error("proxy: session: " + step + ": failed")
+	_, _ = fmt.Fprintf(sess.Stderr(), "tokengate: internal error (session %s)\n", ev.SessionID)
+	_ = sess.Exit(exitInternal)
+}
+
+// run starts the jailed rsync and pumps bytes both ways until it exits, the
+// client goes away, or the session is cut.
+func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev audit.Event) {
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		s.fail(sess, ev, "stdin pipe", err)
+		return
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		s.fail(sess, ev, "stdout pipe", err)
+		return
+	}
+	cmd.Stderr = sess.Stderr()
+
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		s.fail(sess, ev, "start rsync", err)
+		return
+	}
+
+	var (
+		cutOnce sync.Once
+		cutMsg  string
+	)
+	kill := func() { _ = cmd.Process.Kill() }
+	live := &liveSession{id: ev.SessionID, tokenID: ev.TokenID, cut: func(msg string) {
+		cutOnce.Do(func() {
+			cutMsg = msg
+			_, _ = io.WriteString(sess.Stderr(), "tokengate: "+msg+"\n")
+			kill()
+		})
+	}}
+	s.live.add(live)
+	defer s.live.remove(live)
+
+	direction := "push"
+	if plan.Direction == session.DirectionPull {
+		direction = "pull"
+	}
+	start := ev
+	start.Action = audit.ActionSessionStart
+	start.Outcome = "success"
+	start.Message = "rsync " + direction + " started"
+	start.Fields = map[string]any{"rsync.direction": direction, "rsync.args": plan.Argv[1:]}
+	s.cfg.Events.Emit(start)
+
+	// The client going away (TCP closed) ends rsync at once.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sess.Context().Done():
+			kill()
+		case <-done:
+		}
+	}()
+
+	var bytesIn, bytesOut int64
+	var pumps sync.WaitGroup
+	pumps.Add(1)
+	go func() {
+		defer pumps.Done()
+		defer stdin.Close()
+		if len(plan.Stdin) > 0 {
+			if _, err := stdin.Write(plan.Stdin); err != nil {
+				return
+			}
+		}
+		bytesIn = copyCounting(stdin, sess)
+	}()
+	bytesOut = copyCounting(sess, stdout)
+	waitErr := cmd.Wait()
+
+	code := exitCode(cmd, waitErr)
+	if cutMsg != "" {
+		code = ExitDenied
+	}
+	// Closing the channel ends the stdin pump's read.
+	_ = sess.Exit(code)
+	pumps.Wait()
+
+	end := ev
+	end.Action = audit.ActionSessionEnd
+	end.Outcome = "success"
+	end.Message = fmt.Sprintf("rsync %s ended with status %d", direction, code)
+	if code != 0 {
+		end.Outcome = "failure"
+	}
+	if cutMsg != "" {
+		end.Reason = audit.ReasonSessionCut
+		end.Message = "session cut: " + cutMsg
+	}
+	end.Fields = map[string]any{
+		"rsync.direction": direction,
+		"rsync.exit_code": code,
+		"bytes.in":        bytesIn,
+		"bytes.out":       bytesOut,
+		"event.duration":  time.Since(started).Nanoseconds(),
+	}
+	s.cfg.Events.Emit(end)
+}
+
+// copyCounting copies until EOF or error and returns the bytes moved. The
+// buffer is large because rsync streams big blocks and each SSH channel
+// write is a packet; fewer, larger writes cost less.
+func copyCounting(dst io.Writer, src io.Reader) int64 {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	n, _ := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	return n
+}
+
+func exitCode(cmd *exec.Cmd, waitErr error) int {
+	st := cmd.ProcessState
+	if st == nil {
+		return exitInternal
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	if code := st.ExitCode(); code >= 0 {
+		return code
+	}
+	_ = waitErr
+	return exitInternal
+}
+
+func newSessionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

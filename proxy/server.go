@@ -1,0 +1,294 @@
+// Package proxy is the SSH front door: it accepts connections, holds the
+// handshake to a deadline, checks tokens, refuses everything that is not an
+// rsync exec, and runs each accepted exec through the session package.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tokengate/tokengate/audit"
+	"github.com/tokengate/tokengate/auth"
+	"github.com/tokengate/tokengate/session"
+)
+
+// Config is what the front door needs. Zero durations take the defaults below.
+type Config struct {
+	HostSigner gossh.Signer
+	Verifier   *auth.Verifier
+	Store      *auth.Store
+	Jail       *session.Jail
+	Events     *audit.Emitter
+
+	DataDir          string // tokens' roots live below it
+	JailUID, JailGID uint32 // owner of roots the gateway creates
+
+	// LoginGrace bounds the time from TCP accept to a finished login.
+	LoginGrace time.Duration
+	// FailureDelay pads every refused login to at least this long, so the
+	// time to answer does not tell an unknown token from a wrong secret.
+	FailureDelay time.Duration
+	// MaxSessionsPerConn caps concurrent channels on one SSH connection.
+	MaxSessionsPerConn int
+	// ProtectedArgsTimeout bounds the wait for an `rsync -s` client's argument list.
+	ProtectedArgsTimeout time.Duration
+	// Ciphers, when set, replaces the default cipher list.
+	Ciphers []string
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultLoginGrace         = 30 * time.Second
+	DefaultFailureDelay       = 250 * time.Millisecond
+	DefaultMaxSessionsPerConn = 4
+)
+
+// Server is one SSH listener with its live sessions.
+type Server struct {
+	cfg  Config
+	ssh  *ssh.Server
+	live *Registry
+}
+
+type ctxKey int
+
+const (
+	grantKey ctxKey = iota
+	netConnKey
+	semKey
+)
+
+// New builds a server; Serve starts it.
+func New(cfg Config) *Server {
+	if cfg.LoginGrace <= 0 {
+		cfg.LoginGrace = DefaultLoginGrace
+	}
+	if cfg.FailureDelay < 0 {
+		cfg.FailureDelay = 0
+	}
+	if cfg.MaxSessionsPerConn <= 0 {
+		cfg.MaxSessionsPerConn = DefaultMaxSessionsPerConn
+	}
+	if cfg.ProtectedArgsTimeout <= 0 {
+		cfg.ProtectedArgsTimeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, live: NewRegistry()}
+	s.ssh = &ssh.Server{
+		Version:                "tokengate",
+		HostSigners:            []ssh.Signer{cfg.HostSigner},
+		Handler:                s.handleExec,
+		ConnCallback:           s.onConnect,
+		ServerConfigCallback:   s.serverConfig,
+		PtyCallback:            s.refusePty,
+		SessionRequestCallback: s.allowRequest,
+		ChannelHandlers: map[string]ssh.ChannelHandler{
+			"session": s.sessionChannel,
+			"default": s.refuseChannel,
+		},
+		RequestHandlers: map[string]ssh.RequestHandler{
+			"default": s.refuseGlobalRequest,
+		},
+	}
+	return s
+}
+
+// Live is the registry of running sessions, for the revocation feed.
+func (s *Server) Live() *Registry { return s.live }
+
+// Serve accepts connections on l until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.ssh.Serve(l)
+	if errors.Is(err, ssh.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, ends every live session, and waits for the
+// connections to close or ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.live.CutAll("the gateway is shutting down")
+	err := s.ssh.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return s.ssh.Close()
+	}
+	return err
+}
+
+// onConnect sets the login deadline on the raw socket before the handshake
+// starts, so a client that never finishes logging in holds nothing for long.
+func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
+	_ = conn.SetDeadline(time.Now().Add(s.cfg.LoginGrace))
+	ctx.SetValue(netConnKey, conn)
+	ctx.SetValue(semKey, make(chan struct{}, s.cfg.MaxSessionsPerConn))
+	return conn
+}
+
+// serverConfig installs our own auth callbacks on x/crypto's config rather
+// than gliderlabs' boolean handlers, because only an error return can carry
+// the refusal reason to the client as an SSH banner. Since gliderlabs then
+// sees no handler of its own it turns on NoClientAuth; NoClientAuthCallback
+// below refuses the "none" method, which keeps every login token-checked.
+func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
+	cfg := &gossh.ServerConfig{
+		MaxAuthTries: 6,
+		PasswordCallback: func(meta gossh.ConnMetadata, password []byte) (*gossh.Permissions, error) {
+			return s.authenticate(ctx, meta, "password", string(password))
+		},
+		KeyboardInteractiveCallback: func(meta gossh.ConnMetadata,
+			challenge gossh.KeyboardInteractiveChallenge) (*gossh.Permissions, error) {
+			answers, err := challenge(meta.User(), "", []string{"Password: "}, []bool{false})
+			if err != nil {
+				return nil, err
+			}
+			if len(answers) != 1 {
+				return nil, errors.New("expected exactly one answer")
+			}
+			return s.authenticate(ctx, meta, "keyboard-interactive", answers[0])
+		},
+		NoClientAuthCallback: func(gossh.ConnMetadata) (*gossh.Permissions, error) {
+			return nil, errors.New("a token is required")
+		},
+	}
+	cfg.Ciphers = s.cfg.Ciphers
+	return cfg
+}
+
+// sessionChannel caps the sessions on one connection, then hands the channel
+// to gliderlabs with the requests we never honour filtered out.
+func (s *Server) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn,
+	newChan gossh.NewChannel, ctx ssh.Context) {
+	sem, _ := ctx.Value(semKey).(chan struct{})
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	default:
+		s.emitRequestDenied(ctx, "session", "too many sessions on one connection")
+		_ = newChan.Reject(gossh.ResourceShortage, "too many sessions on this connection")
+		return
+	}
+	ssh.DefaultSessionHandler(srv, conn, &filteredChannel{NewChannel: newChan, s: s, ctx: ctx}, ctx)
+}
+
+// refuseChannel rejects port forwarding and every other channel type.
+func (s *Server) refuseChannel(_ *ssh.Server, _ *gossh.ServerConn,
+	newChan gossh.NewChannel, ctx ssh.Context) {
+	s.emitRequestDenied(ctx, newChan.ChannelType(), "channel type not offered")
+	_ = newChan.Reject(gossh.Prohibited, "tokengate: only rsync sessions are offered")
+}
+
+// refuseGlobalRequest answers no to remote forwarding and the like. Keepalives
+// are answered no as well, which is what OpenSSH clients expect.
+func (s *Server) refuseGlobalRequest(ctx ssh.Context, _ *ssh.Server,
+	req *gossh.Request) (bool, []byte) {
+	switch req.Type {
+	case "tcpip-forward", "streamlocal-forward@openssh.com":
+		s.emitRequestDenied(ctx, req.Type, "forwarding is not offered")
+	}
+	return false, nil
+}
+
+func (s *Server) refusePty(ctx ssh.Context, _ ssh.Pty) bool {
+	s.emitRequestDenied(ctx, "pty-req", "no terminal is offered")
+	return false
+}
+
+// allowRequest admits exec requests; a shell or a subsystem (sftp) is refused
+// with one line on stderr before the refusal reaches the client.
+func (s *Server) allowRequest(sess ssh.Session, requestType string) bool {
+	if requestType == "exec" {
+		return true
+	}
+	msg := "this gateway runs rsync only; no shell is offered"
+	what := requestType
+	if requestType == "subsystem" {
+		what = "subsystem " + strconv.Quote(sess.Subsystem())
+		msg = "subsystem " + strconv.Quote(sess.Subsystem()) +
+			" is not offered; use rsync -e ssh"
+	}
+	s.emitRequestDenied(sess.Context(), what, msg)
+	_, _ = sess.Stderr().Write([]byte("tokengate: " + msg + "\n"))
+	return false
+}
+
+func (s *Server) emitRequestDenied(ctx ssh.Context, what, msg string) {
+	ev := connEvent(ctx)
+	ev.Action = audit.ActionCommandDenied
+	ev.Outcome = "failure"
+	ev.Reason = audit.ReasonRequestForbidden
+	ev.Message = msg
+	ev.Fields = map[string]any{"ssh.request": what}
+	s.cfg.Events.Emit(ev)
+}
+
+// filteredChannel drops, with a "no", the session requests that could hand
+// the client anything beyond rsync: agent and X11 forwarding, and env (no
+// client variable ever reaches rsync).
+type filteredChannel struct {
+	gossh.NewChannel
+	s   *Server
+	ctx ssh.Context
+}
+
+func (f *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
+	ch, reqs, err := f.NewChannel.Accept()
+	if err != nil {
+		return ch, reqs, err
+	}
+	out := make(chan *gossh.Request)
+	go func() {
+		defer close(out)
+		for req := range reqs {
+			switch req.Type {
+			case "auth-agent-req@openssh.com", "x11-req":
+				f.s.emitRequestDenied(f.ctx, req.Type, "forwarding is not offered")
+				fallthrough
+			case "env":
+				if req.WantReply {
+					_ = req.Reply(false, nil)
+				}
+				continue
+			}
+			out <- req
+		}
+	}()
+	return ch, out, nil
+}
+
+// connEvent fills the fields every event about a connection carries. It
+// reads the context defensively: before the handshake ends gliderlabs has not
+// stored the user name or addresses yet.
+func connEvent(ctx ssh.Context) audit.Event {
+	var ev audit.Event
+	if g, ok := ctx.Value(grantKey).(*grant); ok {
+		ev.TokenID = g.rec.ID
+		ev.User = g.user
+	} else if user, ok := ctx.Value(ssh.ContextKeyUser).(string); ok {
+		ev.User = user
+	}
+	if conn, ok := ctx.Value(netConnKey).(net.Conn); ok {
+		ev.SourceIP, ev.SourcePort = splitAddr(conn.RemoteAddr())
+	}
+	return ev
+}
+
+func splitAddr(addr net.Addr) (string, int) {
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		return tcp.IP.String(), tcp.Port
+	}
+	if addr == nil {
+		return "", 0
+	}
+	host, port, _ := net.SplitHostPort(addr.String())
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
