@@ -27,7 +27,7 @@ func TestScopes(t *testing.T) {
 	g := startGateway(t, r)
 	src := t.TempDir()
 	writeTree(t, src, map[string]string{"a.txt": "a\n", "b.txt": "b\n"})
-	writeTree(t, g.root("shared/data"), map[string]string{"a.txt": "a\n", "old.txt": "old\n"})
+	g.seed("shared/data", map[string]string{"a.txt": "a\n", "old.txt": "old\n"})
 
 	t.Run("read-only cannot push", func(t *testing.T) {
 		tok := g.createToken("shared", "read", time.Hour)
@@ -70,7 +70,7 @@ func TestRefusedTokens(t *testing.T) {
 	r := redistest.Start(t)
 	g := startGateway(t, r)
 	dst := t.TempDir()
-	writeTree(t, g.root("t"), map[string]string{"f": "f\n"})
+	g.seed("t", map[string]string{"f": "f\n"})
 
 	cases := []struct {
 		name   string
@@ -118,8 +118,8 @@ func TestRefusedTokens(t *testing.T) {
 func TestConfinement(t *testing.T) {
 	r := redistest.Start(t)
 	g := startGateway(t, r)
-	writeTree(t, g.root("tenant-b"), map[string]string{"secret.txt": "tenant b only\n"})
-	writeTree(t, g.root("tenant-a"), map[string]string{"mine.txt": "a\n"})
+	g.seed("tenant-b", map[string]string{"secret.txt": "tenant b only\n"})
+	g.seed("tenant-a", map[string]string{"mine.txt": "a\n"})
 	tokA := g.createToken("tenant-a", "read,write", time.Hour)
 
 	for _, path := range []string{"../tenant-b/secret.txt", "/../tenant-b/secret.txt", "a/../../tenant-b/"} {

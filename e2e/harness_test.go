@@ -210,7 +210,7 @@ func (g *gateway) sshOpts() []string {
 	return []string{"-p", strconv.Itoa(g.port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		"-o", "PubkeyAuthentication=no", "-o", "IdentityAgent=none",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"}
+		"-o", "ConnectTimeout=10"}
 }
 
 // result is what a client run left behind.
@@ -277,6 +277,25 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// jailUID and jailGID are the gateway's defaults: what jailed rsync runs as.
+const jailUID, jailGID = 64050, 64050
+
+// seed puts files into a token root as an admin would: written on the host,
+// then handed to the jail's uid so that pushes can change them.
+func (g *gateway) seed(rel string, files map[string]string) {
+	g.t.Helper()
+	writeTree(g.t, g.root(rel), files)
+	err := filepath.Walk(g.dataDir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, jailUID, jailGID)
+	})
+	if err != nil {
+		g.t.Fatal(err)
 	}
 }
 

@@ -35,9 +35,13 @@ func (s *Server) handleExec(sess ssh.Session) {
 		_ = sess.Exit(ExitDenied)
 		return
 	}
+	raw := sess.RawCommand()
+	if raw == "" {
+		s.refuseRequest(sess, "shell", "this gateway runs rsync only; no shell is offered")
+		return
+	}
 	ev := connEvent(ctx)
 	ev.SessionID = newSessionID()
-	raw := sess.RawCommand()
 
 	plan, err := s.decide(sess, raw, g)
 	if err != nil {

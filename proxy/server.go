@@ -63,6 +63,7 @@ const (
 	grantKey ctxKey = iota
 	netConnKey
 	semKey
+	ptyKey
 )
 
 // New builds a server; Serve starts it.
@@ -86,8 +87,7 @@ func New(cfg Config) *Server {
 		Handler:                s.handleExec,
 		ConnCallback:           s.onConnect,
 		ServerConfigCallback:   s.serverConfig,
-		PtyCallback:            s.refusePty,
-		SessionRequestCallback: s.allowRequest,
+		SubsystemHandlers:      map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
 			"default": s.refuseChannel,
@@ -144,7 +144,7 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		},
 		KeyboardInteractiveCallback: func(meta gossh.ConnMetadata,
 			challenge gossh.KeyboardInteractiveChallenge) (*gossh.Permissions, error) {
-			answers, err := challenge(meta.User(), "", []string{"Password: "}, []bool{false})
+			answers, err := challenge("", "", []string{"Password: "}, []bool{false})
 			if err != nil {
 				return nil, err
 			}
@@ -195,27 +195,22 @@ func (s *Server) refuseGlobalRequest(ctx ssh.Context, _ *ssh.Server,
 	return false, nil
 }
 
-func (s *Server) refusePty(ctx ssh.Context, _ ssh.Pty) bool {
-	s.emitRequestDenied(ctx, "pty-req", "no terminal is offered")
-	return false
+// refuseSubsystem answers every subsystem (sftp included). The request is
+// accepted and then ended with one line and a non-zero status: a plain "no"
+// makes OpenSSH exit before it prints anything we sent.
+func (s *Server) refuseSubsystem(sess ssh.Session) {
+	name := strconv.Quote(sess.Subsystem())
+	s.refuseRequest(sess, "subsystem "+name, "subsystem "+name+" is not offered; use rsync -e ssh")
 }
 
-// allowRequest admits exec requests; a shell or a subsystem (sftp) is refused
-// with one line on stderr before the refusal reaches the client.
-func (s *Server) allowRequest(sess ssh.Session, requestType string) bool {
-	if requestType == "exec" {
-		return true
-	}
-	msg := "this gateway runs rsync only; no shell is offered"
-	what := requestType
-	if requestType == "subsystem" {
-		what = "subsystem " + strconv.Quote(sess.Subsystem())
-		msg = "subsystem " + strconv.Quote(sess.Subsystem()) +
-			" is not offered; use rsync -e ssh"
+// refuseRequest ends an accepted shell or subsystem request with one line.
+func (s *Server) refuseRequest(sess ssh.Session, what, msg string) {
+	if asked, _ := sess.Context().Value(ptyKey).(bool); asked {
+		what += " with pty"
 	}
 	s.emitRequestDenied(sess.Context(), what, msg)
 	_, _ = sess.Stderr().Write([]byte("tokengate: " + msg + "\n"))
-	return false
+	_ = sess.Exit(ExitDenied)
 }
 
 func (s *Server) emitRequestDenied(ctx ssh.Context, what, msg string) {
@@ -247,6 +242,14 @@ func (f *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 		defer close(out)
 		for req := range reqs {
 			switch req.Type {
+			case "pty-req":
+				// Answered yes but never allocated: `ssh -tt` closes the
+				// session on a "no" before it prints anything we say, so
+				// the refusal comes with the shell request instead, where
+				// the client shows our line. An exec runs without a pty.
+				f.ctx.SetValue(ptyKey, true)
+				_ = req.Reply(true, nil)
+				continue
 			case "auth-agent-req@openssh.com", "x11-req":
 				f.s.emitRequestDenied(f.ctx, req.Type, "forwarding is not offered")
 				fallthrough
