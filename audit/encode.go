@@ -63,20 +63,21 @@ func marshal(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// envelope is the part of an encoded event that transports read to fill
-// their own headers.
-type envelope struct {
+// header is the part of an encoded event that a transport reads back to fill
+// its own message header.
+type header struct {
 	Timestamp string `json:"@timestamp"`
 	Outcome   string `json:"event.outcome"`
+	Action    string `json:"event.action"`
 }
 
-// decodeEnvelope reads the time and outcome back from EncodeJSON's output.
-// A document without a valid time gets the zero time.
-func decodeEnvelope(msg []byte) (at time.Time, outcome string, err error) {
-	var env envelope
-	if err := json.Unmarshal(msg, &env); err != nil {
-		return time.Time{}, "", err
+// decodeHeader reads the time, outcome and action back from EncodeJSON's
+// output. A document without a valid time gets the zero time.
+func decodeHeader(msg []byte) (at time.Time, outcome, action string, err error) {
+	var h header
+	if err := json.Unmarshal(msg, &h); err != nil {
+		return time.Time{}, "", "", err
 	}
-	at, _ = time.Parse(time.RFC3339Nano, env.Timestamp)
-	return at, env.Outcome, nil
+	at, _ = time.Parse(time.RFC3339Nano, h.Timestamp)
+	return at, h.Outcome, h.Action, nil
 }

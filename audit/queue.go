@@ -58,9 +58,8 @@ type Queue struct {
 	dropped   atomic.Uint64
 	delivered atomic.Uint64
 
-	// Only the delivery goroutine uses these two.
-	reported uint64 // drops already logged
-	lastErr  error  // why the last event given up failed, for the drop report
+	reported uint64 // drops already logged; only the report goroutine uses it
+	lastErr  error  // why the last event given up failed; guarded by mu
 }
 
 // The defaults of a new Queue's tunable fields.
@@ -193,43 +192,46 @@ func (q *Queue) pop() (msg []byte, ok bool) {
 	return msg, true
 }
 
-// run is the delivery goroutine: it drains the ring whenever woken, reports
-// drops on a timer, and after Close drains what is left and ends.
+// run is the delivery goroutine: it drains the ring whenever woken, and
+// after Close drains what is left and ends. Drops are reported beside it, so
+// a delivery that hangs until its timeout does not hold the report back.
 func (q *Queue) run() {
 	defer close(q.done)
 	defer q.cancel()
-	tick := time.NewTicker(q.ReportEvery)
-	defer tick.Stop()
+	if q.ReportEvery <= 0 {
+		q.ReportEvery = DefaultQueueReportEvery
+	}
+	if q.Timeout <= 0 {
+		q.Timeout = DefaultQueueTimeout
+	}
+	stopReports, reportsDone := make(chan struct{}), make(chan struct{})
+	go q.reportLoop(stopReports, reportsDone)
+	defer func() {
+		close(stopReports)
+		<-reportsDone
+	}()
 
 	for {
 		select {
 		case <-q.wake:
-			q.drain(tick.C)
-		case <-tick.C:
-			q.report()
+			q.drain()
 		case <-q.closing:
-			q.drain(tick.C)
+			q.drain()
 			q.discard()
-			q.report()
 			return
 		}
 	}
 }
 
 // drain delivers queued events until the queue is empty or the queue's
-// context ends; a drop report that falls due in between is still written.
-func (q *Queue) drain(tick <-chan time.Time) {
+// context ends.
+func (q *Queue) drain() {
 	for q.ctx.Err() == nil {
-		select {
-		case <-tick:
-			q.report()
-		default:
-		}
 		msg, ok := q.pop()
 		if !ok {
 			return
 		}
-		if q.deliverOne(msg, tick) {
+		if q.deliverOne(msg) {
 			q.delivered.Add(1)
 		} else {
 			q.drop()
@@ -239,7 +241,7 @@ func (q *Queue) drain(tick <-chan time.Time) {
 
 // deliverOne tries one event up to Attempts times, waiting longer after each
 // failure; it gives up early when the queue's context ends.
-func (q *Queue) deliverOne(msg []byte, tick <-chan time.Time) bool {
+func (q *Queue) deliverOne(msg []byte) bool {
 	wait := q.Backoff
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(q.ctx, q.Timeout)
@@ -249,21 +251,18 @@ func (q *Queue) deliverOne(msg []byte, tick <-chan time.Time) bool {
 			return true
 		}
 		if attempt >= q.Attempts || q.ctx.Err() != nil {
+			q.mu.Lock()
 			q.lastErr = err
+			q.mu.Unlock()
 			return false
 		}
 
 		timer := time.NewTimer(wait)
-		for waiting := true; waiting; {
-			select {
-			case <-timer.C:
-				waiting = false
-			case <-tick:
-				q.report()
-			case <-q.ctx.Done():
-				timer.Stop()
-				return false
-			}
+		select {
+		case <-timer.C:
+		case <-q.ctx.Done():
+			timer.Stop()
+			return false
 		}
 		wait = min(2*wait, q.MaxBackoff)
 	}
@@ -279,6 +278,23 @@ func (q *Queue) discard() {
 	}
 }
 
+// reportLoop logs drops at most once per ReportEvery, and once more when
+// the queue stops, so every drop is in some line.
+func (q *Queue) reportLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(q.ReportEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			q.report()
+		case <-stop:
+			q.report()
+			return
+		}
+	}
+}
+
 // report logs the drops since the last report, if there were any.
 func (q *Queue) report() {
 	total := q.dropped.Load()
@@ -287,16 +303,20 @@ func (q *Queue) report() {
 	}
 	n := total - q.reported
 	q.reported = total
+	q.mu.Lock()
+	depth, lastErr := q.n, q.lastErr
+	q.lastErr = nil
+	q.mu.Unlock()
+
 	entry := q.log.WithFields(logrus.Fields{
 		"sink":          q.name,
 		"dropped":       n,
 		"dropped_total": total,
 		"delivered":     q.Delivered(),
-		"queue.depth":   q.Depth(),
+		"queue.depth":   depth,
 	})
-	if q.lastErr != nil {
-		entry = entry.WithError(q.lastErr)
-		q.lastErr = nil
+	if lastErr != nil {
+		entry = entry.WithError(lastErr)
 	}
 	entry.Warnf("audit: sink %s: dropped %d events", q.name, n)
 }

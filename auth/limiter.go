@@ -167,7 +167,7 @@ return {1, ban}
 // presented token had no readable ID). newlyBanned is true for exactly one
 // call per ban, across all gateways, so the caller emits one source.banned
 // event; banFor is then the ban's length. While the source is already
-// banned, failures are not counted and banFor is the time left.
+// banned, failures do not count against it and banFor is the time left.
 // Allow-listed sources are not recorded at all.
 func (l *Limiter) Failure(ctx context.Context, ip netip.Addr,
 	tokenID string) (newlyBanned bool, banFor time.Duration, err error) {
@@ -244,7 +244,7 @@ func (l *Limiter) Bans(ctx context.Context) ([]Ban, error) {
 		addr, err := netip.ParseAddr(strings.TrimPrefix(k, banPrefix))
 		ttl := ttls[i].Val()
 		// Skip keys that are not ours and bans that ended since the scan.
-		if err != nil || ttl == -2 || (ttl <= 0 && ttl != -1) {
+		if err != nil || (ttl <= 0 && ttl != -1) {
 			continue
 		}
 		b := Ban{Addr: addr}

@@ -180,12 +180,20 @@ func TestLimiterRaceStartsOneBan(t *testing.T) {
 	}
 	ip := netip.MustParseAddr("192.0.2.50")
 
+	// One failure short of the threshold, then everyone at once.
+	for i := 0; i < cfg.Threshold-1; i++ {
+		if _, _, err := gateways[0].Failure(context.Background(), ip, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var mu sync.Mutex
 	newBans := 0
 	var wg sync.WaitGroup
+	start := make(chan struct{})
 	for g := 0; g < 20; g++ {
 		wg.Go(func() {
 			l := gateways[g%len(gateways)]
+			<-start
 			for i := 0; i < 5; i++ {
 				banned, _, err := l.Failure(context.Background(), ip, "")
 				if err != nil {
@@ -200,6 +208,7 @@ func TestLimiterRaceStartsOneBan(t *testing.T) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	if newBans != 1 {
 		t.Fatalf("newlyBanned reported %d times, want once", newBans)

@@ -33,6 +33,9 @@ func TokenKey(id string) string { return KeyPrefix + "token:" + id }
 // MetaKey is the Redis key of a token's secret-free history.
 func MetaKey(id string) string { return KeyPrefix + "meta:" + id }
 
+// ChildrenKey is the set of tokens a token minted over SSH.
+func ChildrenKey(id string) string { return KeyPrefix + "children:" + id }
+
 // Record is what Redis knows about a token. It holds the secret's hash, never
 // the secret.
 type Record struct {
@@ -43,6 +46,14 @@ type Record struct {
 	ExpiresAt  time.Time
 	CreatedAt  time.Time
 	Note       string
+
+	// Optional limits; zero values mean none.
+	User        string    // the only SSH user name the token works for
+	MaxSessions int       // concurrent logins, counted across all gateways
+	SingleUse   bool      // exactly one login, ever
+	NotBefore   time.Time // refused before this time
+	Parent      string    // the token that minted this one over SSH
+	UsedAt      time.Time // when a single-use token was spent
 
 	// From the meta key; zero when unknown.
 	RevokedAt    time.Time
@@ -95,14 +106,6 @@ func (s *Store) Create(ctx context.Context, rec Record) error {
 	if !ValidID(rec.ID) {
 		return fmt.Errorf("invalid token ID %q", rec.ID)
 	}
-	fields := map[string]any{
-		"secret_sha256": rec.SecretHash,
-		"scopes":        rec.Scopes.String(),
-		"root":          rec.Root,
-		"expires_at":    formatTime(rec.ExpiresAt),
-		"created_at":    formatTime(rec.CreatedAt),
-		"note":          rec.Note,
-	}
 	meta := map[string]any{
 		"scopes":     rec.Scopes.String(),
 		"root":       rec.Root,
@@ -110,11 +113,35 @@ func (s *Store) Create(ctx context.Context, rec Record) error {
 		"created_at": formatTime(rec.CreatedAt),
 		"note":       rec.Note,
 	}
+	if rec.User != "" {
+		meta["user"] = rec.User
+	}
+	if rec.MaxSessions > 0 {
+		meta["max_sessions"] = strconv.Itoa(rec.MaxSessions)
+	}
+	if rec.SingleUse {
+		meta["single_use"] = "1"
+	}
+	if !rec.NotBefore.IsZero() {
+		meta["not_before"] = formatTime(rec.NotBefore)
+	}
+	if rec.Parent != "" {
+		meta["parent"] = rec.Parent
+	}
+	fields := map[string]any{"secret_sha256": rec.SecretHash}
+	for k, v := range meta {
+		fields[k] = v
+	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, TokenKey(rec.ID), fields)
 		p.PExpireAt(ctx, TokenKey(rec.ID), rec.ExpiresAt)
 		p.HSet(ctx, MetaKey(rec.ID), meta)
 		p.PExpireAt(ctx, MetaKey(rec.ID), rec.ExpiresAt.Add(MetaRetention))
+		if rec.Parent != "" {
+			// The parent's revocation cascades to its children through this set.
+			p.SAdd(ctx, ChildrenKey(rec.Parent), rec.ID)
+			p.PExpireAt(ctx, ChildrenKey(rec.Parent), rec.ExpiresAt.Add(MetaRetention))
+		}
 		return nil
 	})
 	return err
@@ -187,27 +214,92 @@ func (s *Store) List(ctx context.Context, now time.Time) ([]*Record, error) {
 	return out, nil
 }
 
-// Revoke deletes a live token, marks its meta record and broadcasts the ID so
-// every gateway cuts the token's live sessions. It reports whether a live
-// token was deleted.
+// Revoke deletes a live token and every token it minted, marks their meta
+// records and broadcasts each ID so every gateway cuts their live sessions.
+// It reports whether the named token was live.
 func (s *Store) Revoke(ctx context.Context, id string, now time.Time) (bool, error) {
-	var del *redis.IntCmd
+	ids := []string{id}
+	// Walk the minted tokens breadth first; the bound guards against a
+	// hand-made cycle in the children sets.
+	for i := 0; i < len(ids) && len(ids) < 10000; i++ {
+		kids, err := s.rdb.SMembers(ctx, ChildrenKey(ids[i])).Result()
+		if err != nil {
+			return false, err
+		}
+		for _, k := range kids {
+			if ValidID(k) && !contains(ids, k) {
+				ids = append(ids, k)
+			}
+		}
+	}
+	var first *redis.IntCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.Del(ctx, TokenKey(id))
+		for i, rid := range ids {
+			del := p.Del(ctx, TokenKey(rid))
+			if i == 0 {
+				first = del
+			}
+			p.Eval(ctx, markRevoked, []string{MetaKey(rid)}, formatTime(now))
+		}
 		return nil
 	})
 	if err != nil {
 		return false, err
 	}
-	if exists, err := s.rdb.Exists(ctx, MetaKey(id)).Result(); err == nil && exists == 1 {
-		if err := s.rdb.HSet(ctx, MetaKey(id), "revoked_at", formatTime(now)).Err(); err != nil {
+	for _, rid := range ids {
+		if err := s.rdb.Publish(ctx, RevocationChannel, rid).Err(); err != nil {
 			return false, err
 		}
 	}
-	if err := s.rdb.Publish(ctx, RevocationChannel, id).Err(); err != nil {
-		return false, err
+	return first.Val() == 1, nil
+}
+
+// markRevoked sets revoked_at only on a meta record that exists, so that a
+// revocation of an unknown ID leaves no key without a TTL behind.
+const markRevoked = `if redis.call("EXISTS", KEYS[1]) == 1 then
+  redis.call("HSET", KEYS[1], "revoked_at", ARGV[1])
+end
+return 0`
+
+// Shorten brings a live token's expiry forward to until (if it is later),
+// which is how a rotated token's overlap ends.
+func (s *Store) Shorten(ctx context.Context, id string, until time.Time) error {
+	return s.rdb.Eval(ctx, shortenScript, []string{TokenKey(id), MetaKey(id)},
+		formatTime(until), until.UnixMilli(), until.Add(MetaRetention).UnixMilli()).Err()
+}
+
+const shortenScript = `if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+local ttl = redis.call("PTTL", KEYS[1])
+local now = redis.call("TIME")
+local nowms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if ttl >= 0 and nowms + ttl <= tonumber(ARGV[2]) then return 0 end
+redis.call("HSET", KEYS[1], "expires_at", ARGV[1])
+redis.call("PEXPIREAT", KEYS[1], ARGV[2])
+redis.call("HSET", KEYS[2], "expires_at", ARGV[1])
+redis.call("PEXPIREAT", KEYS[2], ARGV[3])
+return 1`
+
+// Spend marks a single-use token as used. Exactly one caller gets true, even
+// when logins on several gateways race: HSETNX is atomic in Redis.
+func (s *Store) Spend(ctx context.Context, id string, now time.Time) (bool, error) {
+	n, err := s.rdb.Eval(ctx, spendScript, []string{TokenKey(id), MetaKey(id)}, formatTime(now)).Int()
+	return n == 1, err
+}
+
+// spendScript refuses a token key that vanished meanwhile rather than
+// recreating it without a TTL.
+const spendScript = `if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+local won = redis.call("HSETNX", KEYS[1], "used_at", ARGV[1])
+if won == 1 then redis.call("HSET", KEYS[2], "used_at", ARGV[1]) end
+return won`
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
 	}
-	return del.Val() == 1, nil
+	return false
 }
 
 // States reports, for each ID, whether its token is live, expired, revoked
@@ -218,7 +310,7 @@ func (s *Store) States(ctx context.Context, ids []string, now time.Time) (map[st
 	metas := make([]*redis.SliceCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			toks[i] = p.HMGet(ctx, TokenKey(id), "expires_at")
+			toks[i] = p.HMGet(ctx, TokenKey(id), "expires_at", "parent")
 			metas[i] = p.HMGet(ctx, MetaKey(id), "expires_at", "revoked_at")
 		}
 		return nil
@@ -227,6 +319,7 @@ func (s *Store) States(ctx context.Context, ids []string, now time.Time) (map[st
 		return nil, err
 	}
 	out := make(map[string]State, len(ids))
+	parents := map[string]string{}
 	for i, id := range ids {
 		tok, meta := toks[i].Val(), metas[i].Val()
 		expires := func(v []any) time.Time {
@@ -239,7 +332,7 @@ func (s *Store) States(ctx context.Context, ids []string, now time.Time) (map[st
 			return time.Time{}
 		}
 		switch {
-		case len(tok) == 1 && tok[0] != nil:
+		case len(tok) == 2 && tok[0] != nil:
 			if t := expires(tok); !t.IsZero() && !t.After(now) {
 				out[id] = StateExpired
 			} else {
@@ -253,6 +346,32 @@ func (s *Store) States(ctx context.Context, ids []string, now time.Time) (map[st
 			out[id] = StateRevoked
 		default:
 			// Both keys gone: an admin deleted everything. Treat as revoked.
+			out[id] = StateRevoked
+		}
+		if parent, ok := tok[1].(string); ok && out[id] == StateLive && ValidID(parent) {
+			parents[id] = parent
+		}
+	}
+	if len(parents) == 0 {
+		return out, nil
+	}
+
+	// A minted token lives only as long as the token that minted it, even
+	// when an admin removed the parent with a plain DEL.
+	alive := map[string]*redis.IntCmd{}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, parent := range parents {
+			if alive[parent] == nil {
+				alive[parent] = p.Exists(ctx, TokenKey(parent))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for id, parent := range parents {
+		if alive[parent].Val() == 0 {
 			out[id] = StateRevoked
 		}
 	}
@@ -282,6 +401,12 @@ func decodeRecord(id string, tok, meta map[string]string) (*Record, error) {
 		return nil, fmt.Errorf("token %s: stored expires_at: %w", id, err)
 	}
 	rec.CreatedAt, _ = parseTime(src["created_at"])
+	rec.User = src["user"]
+	rec.MaxSessions, _ = strconv.Atoi(src["max_sessions"])
+	rec.SingleUse = src["single_use"] == "1"
+	rec.NotBefore, _ = parseTime(src["not_before"])
+	rec.Parent = src["parent"]
+	rec.UsedAt, _ = parseTime(tok["used_at"])
 	rec.RevokedAt, _ = parseTime(meta["revoked_at"])
 	rec.LastUsedAt, _ = parseTime(meta["last_used_at"])
 	rec.LastUsedFrom = meta["last_used_from"]

@@ -47,17 +47,17 @@ func TestVerifyStates(t *testing.T) {
 	ctx := context.Background()
 
 	live, _ := storeToken(t, s, time.Hour)
-	if rec, err := v.Verify(ctx, live.String()); err != nil || rec.Root != "r" || rec.Scopes != ScopeRead {
+	if rec, err := v.Verify(ctx, live.String(), "tester"); err != nil || rec.Root != "r" || rec.Scopes != ScopeRead {
 		t.Fatalf("live token: %v %v", rec, err)
 	}
 
 	wrong := Token{ID: live.ID, Secret: "x" + live.Secret[1:]}
-	if _, err := v.Verify(ctx, wrong.String()); reasonOf(err) != audit.ReasonSecretMismatch {
+	if _, err := v.Verify(ctx, wrong.String(), "tester"); reasonOf(err) != audit.ReasonSecretMismatch {
 		t.Fatalf("wrong secret: %v", err)
 	}
 
 	unknown, _ := NewToken()
-	if _, err := v.Verify(ctx, unknown.String()); reasonOf(err) != audit.ReasonTokenUnknown {
+	if _, err := v.Verify(ctx, unknown.String(), "tester"); reasonOf(err) != audit.ReasonTokenUnknown {
 		t.Fatalf("unknown token: %v", err)
 	}
 
@@ -65,7 +65,7 @@ func TestVerifyStates(t *testing.T) {
 	if out, err := srv.CLI("DEL", TokenKey(deleted.ID)); err != nil || out != "1\n" {
 		t.Fatalf("DEL: %q %v", out, err)
 	}
-	if _, err := v.Verify(ctx, deleted.String()); reasonOf(err) != audit.ReasonTokenRevoked {
+	if _, err := v.Verify(ctx, deleted.String(), "tester"); reasonOf(err) != audit.ReasonTokenRevoked {
 		t.Fatalf("token removed with DEL: %v", err)
 	}
 
@@ -73,14 +73,14 @@ func TestVerifyStates(t *testing.T) {
 	if ok, err := s.Revoke(ctx, revoked.ID, time.Now()); !ok || err != nil {
 		t.Fatalf("Revoke: %v %v", ok, err)
 	}
-	if _, err := v.Verify(ctx, revoked.String()); reasonOf(err) != audit.ReasonTokenRevoked {
+	if _, err := v.Verify(ctx, revoked.String(), "tester"); reasonOf(err) != audit.ReasonTokenRevoked {
 		t.Fatalf("revoked token: %v", err)
 	}
 
 	// The stored expiry decides even before Redis drops the key.
 	expired, _ := storeToken(t, s, time.Hour)
 	v.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	if _, err := v.Verify(ctx, expired.String()); reasonOf(err) != audit.ReasonTokenExpired {
+	if _, err := v.Verify(ctx, expired.String(), "tester"); reasonOf(err) != audit.ReasonTokenExpired {
 		t.Fatalf("expired token: %v", err)
 	}
 	v.Now = nil
@@ -91,7 +91,7 @@ func TestVerifyStates(t *testing.T) {
 	if out, _ := srv.CLI("EXISTS", TokenKey(short.ID)); out != "0\n" {
 		t.Fatalf("token key outlived its TTL: %q", out)
 	}
-	if _, err := v.Verify(ctx, short.String()); reasonOf(err) != audit.ReasonTokenExpired {
+	if _, err := v.Verify(ctx, short.String(), "tester"); reasonOf(err) != audit.ReasonTokenExpired {
 		t.Fatalf("token whose key expired: %v", err)
 	}
 
@@ -117,7 +117,7 @@ func TestVerifyFailsClosed(t *testing.T) {
 
 	srv.Stop()
 	start := time.Now()
-	_, err := v.Verify(context.Background(), tok.String())
+	_, err := v.Verify(context.Background(), tok.String(), "tester")
 	if reasonOf(err) != audit.ReasonBackendUnavailable {
 		t.Fatalf("Redis down: %v", err)
 	}
@@ -129,7 +129,7 @@ func TestVerifyFailsClosed(t *testing.T) {
 	if err := s.Create(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(context.Background(), tok.String()); err != nil {
+	if _, err := v.Verify(context.Background(), tok.String(), "tester"); err != nil {
 		t.Fatalf("after Redis returned: %v", err)
 	}
 }

@@ -220,7 +220,7 @@ type result struct {
 	stderr string
 }
 
-func run(t testing.TB, cmd *exec.Cmd) result {
+func runCmd(t testing.TB, cmd *exec.Cmd) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -248,7 +248,7 @@ func (g *gateway) rsync(token string, args ...string) result {
 		" -o PreferredAuthentications=password,keyboard-interactive"
 	cmd := exec.Command("rsync", append([]string{"-e", sshCmd}, args...)...)
 	cmd.Env = append(os.Environ(), "SSHPASS="+token)
-	return run(g.t, cmd)
+	return runCmd(g.t, cmd)
 }
 
 // ssh runs the real ssh client with the token through sshpass.
@@ -260,7 +260,7 @@ func (g *gateway) ssh(token string, extra ...string) result {
 	cmd := exec.Command("sshpass", args...)
 	cmd.Env = append(os.Environ(), "SSHPASS="+token)
 	cmd.Stdin = strings.NewReader("")
-	return run(g.t, cmd)
+	return runCmd(g.t, cmd)
 }
 
 // remote is the rsync remote spec for a path on the gateway.

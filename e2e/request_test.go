@@ -73,7 +73,7 @@ func TestOnlyRsyncIsServed(t *testing.T) {
 		cmd := exec.Command("sshpass", args...)
 		cmd.Env = append(os.Environ(), "SSHPASS="+tok)
 		cmd.Stdin = strings.NewReader("ls /\n")
-		res := run(t, cmd)
+		res := runCmd(t, cmd)
 		if res.code == 0 {
 			t.Fatalf("sftp succeeded: %s", res.stdout)
 		}
@@ -97,7 +97,7 @@ func TestOnlyRsyncIsServed(t *testing.T) {
 			" -o SendEnv=LD_PRELOAD -o SetEnv=LD_PRELOAD=/nonexistent.so"
 		cmd := exec.Command("rsync", "-a", "-e", sshCmd, src+"/", g.remote("env/"))
 		cmd.Env = append(os.Environ(), "SSHPASS="+tok, "LD_PRELOAD=")
-		res := run(t, cmd)
+		res := runCmd(t, cmd)
 		if res.code != 0 {
 			t.Fatalf("exit %d: %s", res.code, res.stderr)
 		}

@@ -84,7 +84,7 @@ func TestAuthMethods(t *testing.T) {
 				" -o PreferredAuthentications=" + method
 			cmd := exec.Command("rsync", "-a", "-e", sshCmd, src+"/", g.remote(method+"/"))
 			cmd.Env = append(os.Environ(), "SSHPASS="+token)
-			res := run(t, cmd)
+			res := runCmd(t, cmd)
 			if res.code != 0 {
 				t.Fatalf("exit %d: %s", res.code, res.stderr)
 			}
@@ -104,7 +104,7 @@ func TestAuthMethods(t *testing.T) {
 		cmd := exec.Command("setsid", "-w", "rsync", "-a", "-e", sshCmd, src+"/", g.remote("askpass/"))
 		cmd.Env = append(os.Environ(), "E2E_TOKEN="+token, "SSH_ASKPASS="+askpass,
 			"SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
-		res := run(t, cmd)
+		res := runCmd(t, cmd)
 		if res.code != 0 {
 			t.Fatalf("exit %d: %s", res.code, res.stderr)
 		}

@@ -42,6 +42,11 @@ func (s *Server) handleExec(sess ssh.Session) {
 	}
 	ev := connEvent(ctx)
 	ev.SessionID = newSessionID()
+	s.warnIfExpiring(sess, ev, g)
+	if isIssueCommand(raw) {
+		s.issueToken(sess, ev, g)
+		return
+	}
 
 	plan, err := s.decide(sess, raw, g)
 	if err != nil {
@@ -64,7 +69,39 @@ func (s *Server) handleExec(sess ssh.Session) {
 		s.fail(sess, ev, "jail", err)
 		return
 	}
-	s.run(sess, cmd, plan, ev)
+	s.run(sess, cmd, plan, ev, g)
+}
+
+// warnIfExpiring tells the client, and the log, when the token is in the
+// last part of its life, so a script's owner renews it before a job breaks.
+func (s *Server) warnIfExpiring(sess ssh.Session, ev audit.Event, g *grant) {
+	now := time.Now()
+	left := g.rec.ExpiresAt.Sub(now)
+	window := time.Duration(float64(g.rec.ExpiresAt.Sub(g.rec.CreatedAt)) * s.cfg.WarnFraction)
+	if window > s.cfg.WarnMax {
+		window = s.cfg.WarnMax
+	}
+	if left <= 0 || left > window {
+		return
+	}
+	at := g.rec.ExpiresAt.UTC().Format("2006-01-02T15:04Z")
+	msg := fmt.Sprintf("token %s expires in %s (%s)", g.rec.ID, roundLeft(left), at)
+	_, _ = io.WriteString(sess.Stderr(), "tokengate: warning: "+msg+"\n")
+	ev.Action = audit.ActionTokenExpiring
+	ev.Outcome = "unknown"
+	ev.Message = msg
+	ev.Fields = map[string]any{"token.expires_at": g.rec.ExpiresAt.UTC().Format(time.RFC3339),
+		"token.expires_in_s": int64(left.Seconds())}
+	s.cfg.Events.Emit(ev)
+}
+
+// roundLeft prints a remaining time as 5h12m or 42s.
+func roundLeft(d time.Duration) string {
+	if d >= time.Hour {
+		d = d.Round(time.Minute)
+		return strings.TrimSuffix(d.String(), "0s")
+	}
+	return d.Round(time.Second).String()
 }
 
 // decide parses the command (and, for `rsync -s`, the argument list the
@@ -118,7 +155,8 @@ func (s *Server) fail(sess ssh.Session, ev audit.Event, step string, err error) 
 
 // run starts the jailed rsync and pumps bytes both ways until it exits, the
 // client goes away, or the session is cut.
-func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev audit.Event) {
+func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev audit.Event,
+	g *grant) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		s.fail(sess, ev, "stdin pipe", err)
@@ -162,6 +200,18 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 	start.Message = "rsync " + direction + " started"
 	start.Fields = map[string]any{"rsync.direction": direction, "rsync.args": plan.Argv[1:]}
 	s.cfg.Events.Emit(start)
+
+	// Bound the session's life, and with CutOnExpiry its token's expiry.
+	lifetime := time.AfterFunc(s.cfg.MaxSessionLifetime, func() {
+		live.cut("session reached the maximum lifetime of " + s.cfg.MaxSessionLifetime.String())
+	})
+	defer lifetime.Stop()
+	if s.cfg.CutOnExpiry {
+		expiry := time.AfterFunc(time.Until(g.rec.ExpiresAt), func() {
+			live.cut("token " + g.rec.ID + " expired")
+		})
+		defer expiry.Stop()
+	}
 
 	// The client going away (TCP closed) ends rsync at once.
 	done := make(chan struct{})

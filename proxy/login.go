@@ -26,12 +26,17 @@ type grant struct {
 func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 	token string) (*gossh.Permissions, error) {
 	started := time.Now()
-	rec, err := s.cfg.Verifier.Verify(ctx, token)
+	rec, err := s.cfg.Verifier.Verify(ctx, token, meta.User())
 
 	ev := audit.Event{User: meta.User(), Fields: map[string]any{"auth.method": method}}
 	ev.SourceIP, ev.SourcePort = splitAddr(meta.RemoteAddr())
 	if rec != nil {
 		ev.TokenID = rec.ID
+	}
+	if err == nil {
+		if d := s.countLogin(ctx, rec); d != nil {
+			err = d
+		}
 	}
 	if err != nil {
 		var d *audit.Denial

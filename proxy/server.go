@@ -41,10 +41,24 @@ type Config struct {
 	ProtectedArgsTimeout time.Duration
 	// Ciphers, when set, replaces the default cipher list.
 	Ciphers []string
+
+	// MaxSessionLifetime bounds every session, whatever its token's expiry.
+	MaxSessionLifetime time.Duration
+	// CutOnExpiry ends live sessions when their token expires, as a
+	// revocation does. By default a session authorised before the expiry
+	// runs on, bounded by MaxSessionLifetime.
+	CutOnExpiry bool
+	// WarnFraction and WarnMax set the expiry warning window: the last
+	// WarnFraction of a token's lifetime, at most WarnMax.
+	WarnFraction float64
+	WarnMax      time.Duration
 }
 
 // Defaults for Config's zero values.
 const (
+	DefaultMaxSessionLifetime = 24 * time.Hour
+	DefaultWarnFraction       = 0.2
+	DefaultWarnMax            = 72 * time.Hour
 	DefaultLoginGrace         = 30 * time.Second
 	DefaultFailureDelay       = 250 * time.Millisecond
 	DefaultMaxSessionsPerConn = 4
@@ -52,9 +66,11 @@ const (
 
 // Server is one SSH listener with its live sessions.
 type Server struct {
-	cfg  Config
-	ssh  *ssh.Server
-	live *Registry
+	cfg      Config
+	ssh      *ssh.Server
+	live     *Registry
+	logins   *loginLeases
+	instance string
 }
 
 type ctxKey int
@@ -62,6 +78,7 @@ type ctxKey int
 const (
 	grantKey ctxKey = iota
 	netConnKey
+	connIDKey
 	semKey
 	ptyKey
 )
@@ -80,14 +97,23 @@ func New(cfg Config) *Server {
 	if cfg.ProtectedArgsTimeout <= 0 {
 		cfg.ProtectedArgsTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, live: NewRegistry()}
+	if cfg.MaxSessionLifetime <= 0 {
+		cfg.MaxSessionLifetime = DefaultMaxSessionLifetime
+	}
+	if cfg.WarnFraction <= 0 {
+		cfg.WarnFraction = DefaultWarnFraction
+	}
+	if cfg.WarnMax <= 0 {
+		cfg.WarnMax = DefaultWarnMax
+	}
+	s := &Server{cfg: cfg, live: NewRegistry(), logins: newLoginLeases(), instance: newSessionID()}
 	s.ssh = &ssh.Server{
-		Version:                "tokengate",
-		HostSigners:            []ssh.Signer{cfg.HostSigner},
-		Handler:                s.handleExec,
-		ConnCallback:           s.onConnect,
-		ServerConfigCallback:   s.serverConfig,
-		SubsystemHandlers:      map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
+		Version:              "tokengate",
+		HostSigners:          []ssh.Signer{cfg.HostSigner},
+		Handler:              s.handleExec,
+		ConnCallback:         s.onConnect,
+		ServerConfigCallback: s.serverConfig,
+		SubsystemHandlers:    map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
 			"default": s.refuseChannel,
@@ -127,6 +153,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.LoginGrace))
 	ctx.SetValue(netConnKey, conn)
+	ctx.SetValue(connIDKey, newSessionID())
 	ctx.SetValue(semKey, make(chan struct{}, s.cfg.MaxSessionsPerConn))
 	return conn
 }

@@ -23,6 +23,9 @@ const (
 	jailChildFlag = "-tokengate-jail-child"
 )
 
+// jailSetupFailed is the exit status of a jail child that refused to run rsync.
+const jailSetupFailed = 126
+
 // Defaults for the limits of JailConfig left at zero. RLIMIT_NPROC counts every process of
 // the jail uid on the host, not per session, so it must cover all concurrent sessions: a
 // push runs two rsync processes, a pull one.
@@ -45,7 +48,7 @@ var jailEnv = []string{"PATH=/usr/bin:/bin", "HOME=/", "LC_ALL=C"}
 type JailConfig struct {
 	RsyncPath    string // host path of the rsync binary
 	StateDir     string // the gateway's state dir (exists, 0700); holds the jail scaffold
-	UID, GID     uint32 // unprivileged ids rsync runs as
+	UID, GID     uint32 // unprivileged ids rsync runs as (root mode; see jailModeUserNS)
 	MaxProcs     uint64 // RLIMIT_NPROC for the jailed uid; 0 = defaultJailMaxProcs
 	MaxOpenFiles uint64 // RLIMIT_NOFILE; 0 = defaultJailMaxOpenFiles
 	MaxFileSize  uint64 // RLIMIT_FSIZE in bytes; 0 = unlimited
@@ -66,7 +69,7 @@ type jailMode string
 
 const (
 	jailModeRoot     jailMode = "root"     // the gateway is root: namespaces and setuid directly
-	jailModeUserNS   jailMode = "userns"   // non-root: an unprivileged user namespace
+	jailModeUserNS   jailMode = "userns"   // non-root: rsync runs as the gateway's own uid
 	jailModeInsecure jailMode = "insecure" // --insecure-no-jail: no confinement at all
 )
 
@@ -112,6 +115,13 @@ type jailFile struct {
 // ends with a self-test that runs `rsync --version` inside a real jail, so a gateway that
 // starts is a gateway whose jail works.
 func NewJail(cfg JailConfig) (*Jail, error) {
+	// A binary that forgot the RunJailChild hook would otherwise build a jail from within
+	// its own jail child, and that child another, until the kernel's nesting limit.
+	if len(os.Args) > 0 && os.Args[0] == jailChildArg0 {
+		return nil, errors.New("tokengate: jail: NewJail called in a jail child: main must " +
+			"call session.RunJailChild first thing when session.IsJailChild")
+	}
+
 	j := &Jail{cfg: cfg, hostUID: os.Getuid(), hostGID: os.Getgid()}
 	if j.cfg.MaxProcs == 0 {
 		j.cfg.MaxProcs = defaultJailMaxProcs
@@ -340,8 +350,9 @@ func checkRsyncVersion(rsync string) (string, error) {
 		return "", err
 	}
 	if version.less(minRsyncVersion) {
-		return "", fmt.Errorf("tokengate: jail: rsync version: %s is %s, need %s or newer: "+
-			"older rsync servers have known remote vulnerabilities", rsync, version, minRsyncVersion)
+		return "", fmt.Errorf("tokengate: jail: rsync version: %s is %s, need %s or "+
+			"newer: older rsync servers have known remote vulnerabilities",
+			rsync, version, minRsyncVersion)
 	}
 	return line, nil
 }
@@ -358,7 +369,14 @@ func (j *Jail) selfTest() error {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 
 	if err := cmd.Start(); err != nil {
-		return j.selfTestError(err, "")
+		// The kernel refused the clone: no namespaces for us on this host.
+		why := "this host refuses to create the namespaces"
+		if j.mode == jailModeUserNS {
+			why = "the gateway is not root and this kernel refuses it a user namespace"
+		}
+		return fmt.Errorf("tokengate: jail: self-test: %s (%w); run as root or allow "+
+			"unprivileged user namespaces; --insecure-no-jail exists for development only",
+			why, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -369,29 +387,22 @@ func (j *Jail) selfTest() error {
 		<-done
 		err = errors.New("timed out after 30s")
 	}
-	if err != nil {
-		return j.selfTestError(err, stderr.String())
-	}
-	if !strings.Contains(stdout.String(), "rsync") ||
-		!strings.Contains(stdout.String(), "version") {
-		return j.selfTestError(errors.New("unexpected output"), stdout.String())
+
+	line, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+	first, _, _ := strings.Cut(stdout.String(), "\n")
+	_, versionErr := parseRsyncVersion(first)
+	switch {
+	case err != nil && strings.HasPrefix(line, "tokengate: jail: "):
+		return fmt.Errorf("tokengate: jail: self-test in %s mode: %s", j.mode,
+			strings.TrimPrefix(line, "tokengate: jail: "))
+	case err != nil:
+		return fmt.Errorf("tokengate: jail: self-test in %s mode: %w (%q); does main call "+
+			"session.RunJailChild first thing when session.IsJailChild?", j.mode, err, line)
+	case versionErr != nil:
+		return fmt.Errorf("tokengate: jail: self-test in %s mode: unexpected output %q",
+			j.mode, first)
 	}
 	return nil
-}
-
-func (j *Jail) selfTestError(err error, detail string) error {
-	detail = strings.TrimSpace(detail)
-	if detail != "" {
-		detail = " (" + detail + ")"
-	}
-	hint := ""
-	if j.mode == jailModeUserNS {
-		hint = "; the gateway is not root and this kernel may not allow the user namespace " +
-			"it needs; --insecure-no-jail exists for development only"
-	} else {
-		hint = "; does main call session.RunJailChild first thing when IsJailChild?"
-	}
-	return fmt.Errorf("tokengate: jail: self-test in %s mode: %w%s%s", j.mode, err, detail, hint)
 }
 
 // closeExtraFiles releases the parent's copies of the files a command passed to its child.

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +18,6 @@ import (
 const (
 	jailPlanFD       = 3 // the plan memfd, first of cmd.ExtraFiles
 	jailMaxPlanSize  = 1 << 20
-	jailSetupFailed  = 126 // exit status of a child that refused to run rsync
 	jailTmpfsOptions = "size=1m,nr_inodes=256,mode=0755"
 )
 
@@ -51,8 +51,19 @@ func RunJailChild() {
 	runtime.LockOSThread()
 
 	step, err := runJailChild()
-	fmt.Fprintf(os.Stderr, "tokengate: jail: %s: %v\n", step, err)
+	fmt.Fprintf(os.Stderr, "tokengate: jail: %s: %v\n", step, bareError(err))
 	os.Exit(jailSetupFailed)
+}
+
+// bareError drops the host path that an *os.PathError carries: this
+// line may reach the client, which has no business learning the host's layout, and the
+// step already names the jail path concerned.
+func bareError(err error) error {
+	var pathErr *os.PathError
+	if errors.As(err, &pathErr) {
+		return fmt.Errorf("%s: %w", pathErr.Op, pathErr.Err)
+	}
+	return err
 }
 
 // runJailChild returns only on failure, with the step that failed.
@@ -122,7 +133,7 @@ func readPlan() (*jailPlan, error) {
 	}
 
 	var plan jailPlan
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&plan); err != nil {
 		return nil, err

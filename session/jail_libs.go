@@ -113,7 +113,7 @@ func jailFiles(rsync string) ([]jailFile, []string, error) {
 		return nil, nil, fmt.Errorf("tokengate: jail: read %s: %w", ldSoCachePath, err)
 	}
 	r := &libResolver{class: obj.class, machine: obj.machine, cache: cache,
-		seen: map[string]bool{}}
+		seen: map[string]bool{}, mapped: map[string]bool{}}
 
 	// The interpreter is loaded once, by the kernel; when libc names it in DT_NEEDED the
 	// loader matches it by soname and opens no file, so it is not mapped a second time.
@@ -135,7 +135,8 @@ type libResolver struct {
 	class   elf.Class
 	machine elf.Machine
 	cache   []ldCacheEntry
-	seen    map[string]bool
+	seen    map[string]bool // sonames already handled
+	mapped  map[string]bool // paths already in files
 	files   []jailFile
 	dirs    []string
 }
@@ -154,6 +155,10 @@ func (r *libResolver) walk(obj *elfObject, objPath string) error {
 			return fmt.Errorf("tokengate: jail: library %s (needed by %s): %w",
 				name, objPath, err)
 		}
+		if r.mapped[path] {
+			continue // two sonames that resolve to one file: mount it once
+		}
+		r.mapped[path] = true
 		r.files = append(r.files, jailFile{Host: path, Jail: path})
 		if dir := filepath.Dir(path); !containsString(r.dirs, dir) {
 			r.dirs = append(r.dirs, dir)

@@ -30,5 +30,5 @@ func IsJailChild() bool { return false }
 // RunJailChild exits: no jail child runs outside Linux.
 func RunJailChild() {
 	os.Stderr.WriteString("tokengate: jail: child: the jail needs Linux\n")
-	os.Exit(126)
+	os.Exit(jailSetupFailed)
 }

@@ -101,7 +101,7 @@ func rootComponents(rel string) ([]string, error) {
 		case "", ".":
 			continue
 		case "..":
-			return nil, fmt.Errorf("tokengate: jail: prepare root: %q climbs with ..", rel)
+			return nil, fmt.Errorf("tokengate: jail: prepare root: %q has a .. component", rel)
 		}
 		parts = append(parts, part)
 	}

@@ -89,9 +89,8 @@ var jailTestUID = uint32(64100 + os.Getpid()%400)
 func requireJailRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds mount and PID namespaces and switches to the jail uid " +
-			"(the non-root user-namespace mode is covered by TestJailUserNamespace, " +
-			"which itself needs root to create its non-root user)")
+		t.Skip("needs root: builds namespaces and switches to the jail uid " +
+			"(TestJailUserNamespace covers non-root mode, but needs root to set it up)")
 	}
 }
 
@@ -318,7 +317,8 @@ func TestJailPushPull(t *testing.T) {
 func TestJailReadOnlyRootRefusesPush(t *testing.T) {
 	requireJailRoot(t)
 	e := newJailTestEnv(t)
-	if err := os.WriteFile(filepath.Join(e.root, "keep.txt"), []byte("keep\n"), 0o644); err != nil {
+	keep := filepath.Join(e.root, "keep.txt")
+	if err := os.WriteFile(keep, []byte("keep\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
@@ -511,6 +511,20 @@ func TestJailProcessView(t *testing.T) {
 		t.Errorf("cwd %q", cwd)
 	}
 
+	// Only stdin, stdout and stderr crossed the exec: no handle on the host survives.
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 3 {
+		var links []string
+		for _, fd := range fds {
+			link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			links = append(links, fd.Name()+"="+link)
+		}
+		t.Errorf("open fds %v, want only 0, 1 and 2", links)
+	}
+
 	// Environment: the fixed one, nothing from the gateway.
 	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
@@ -554,6 +568,41 @@ func TestJailProcessView(t *testing.T) {
 		if !strings.Contains(string(limits), want) {
 			t.Errorf("limits lack %q:\n%s", want, limits)
 		}
+	}
+}
+
+// TestJailConcurrentSessions runs several jails at once over the one scaffold: each sees
+// its own root at /data and nothing of the others.
+func TestJailConcurrentSessions(t *testing.T) {
+	requireJailRoot(t)
+	e := newJailTestEnv(t)
+	const sessions = 4
+	pids := make([]int, sessions)
+	for i := range sessions {
+		root, err := PrepareRoot(e.data, fmt.Sprintf("tokens/s%d", i), jailTestUID, jailTestUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		marker := filepath.Join(root, fmt.Sprintf("marker-%d", i))
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		session := *e
+		session.root = root
+		cmd, _ := startIdleJail(t, &session, i%2 == 0)
+		pids[i] = cmd.Process.Pid
+	}
+	for i, pid := range pids {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/root%s", pid, JailDataDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 1 || entries[0].Name() != fmt.Sprintf("marker-%d", i) {
+			t.Errorf("session %d sees %v in /data", i, entries)
+		}
+	}
+	if entries, _ := os.ReadDir(e.jail.scaffold); len(entries) != 0 {
+		t.Errorf("the scaffold on the host is not empty: %v", entries)
 	}
 }
 
@@ -648,6 +697,54 @@ func TestJailKillClientMidTransfer(t *testing.T) {
 	waitFor(t, 2*time.Second, "the jail's processes to end", func() bool {
 		return len(jailProcesses(t, jailTestUID, "")) == 0
 	})
+}
+
+// TestJailChildFailsClosed shows that a child that cannot complete a step says which one
+// and never runs rsync.
+func TestJailChildFailsClosed(t *testing.T) {
+	requireJailRoot(t)
+	e := newJailTestEnv(t)
+	argv := []string{"rsync", "--version"}
+
+	rootUID := *e.jail
+	rootUID.cfg.UID = 0
+	missingLib := *e.jail
+	missingLib.files = append(append([]jailFile{}, e.jail.files...),
+		jailFile{Host: filepath.Join(e.data, "no-such-lib"), Jail: "/lib/libnone.so"})
+	intoData := *e.jail
+	intoData.files = append(append([]jailFile{}, e.jail.files...),
+		jailFile{Host: "/etc/passwd", Jail: JailDataDir + "/passwd"})
+
+	for _, tc := range []struct {
+		name string
+		jail *Jail
+		root string
+		want string
+	}{
+		{"missing root", e.jail, filepath.Join(e.data, "nope"), "tokengate: jail: open root: "},
+		{"symlinked root", e.jail, "/proc/self/cwd", "tokengate: jail: open root: "},
+		{"uid 0", &rootUID, e.root, "tokengate: jail: read plan: uid and gid must be non-zero"},
+		{"missing library", &missingLib, e.root, "tokengate: jail: bind /lib/libnone.so: "},
+		{"file over /data", &intoData, e.root, "tokengate: jail: read plan: bad file"},
+	} {
+		cmd, err := tc.jail.jailCommand(tc.root, false, argv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err = cmd.Run()
+		closeExtraFiles(cmd)
+		exit, ok := err.(*exec.ExitError)
+		if !ok || exit.ExitCode() != jailSetupFailed {
+			t.Errorf("%s: got %v, want exit status %d", tc.name, err, jailSetupFailed)
+		}
+		if !strings.HasPrefix(stderr.String(), tc.want) ||
+			strings.Count(stderr.String(), "\n") != 1 || stdout.Len() != 0 {
+			t.Errorf("%s: stdout %q stderr %q, want one line starting %q", tc.name,
+				stdout.String(), stderr.String(), tc.want)
+		}
+	}
 }
 
 func TestJailRsyncVersion(t *testing.T) {

@@ -97,9 +97,12 @@ func runDev(ctx context.Context, o *serveOptions, scopes string, set map[string]
 			l.Close()
 		}
 	}
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return err
+	}
 	if !o.insecureNoJail {
 		if _, err := session.NewJail(session.JailConfig{RsyncPath: o.rsyncPath,
-			StateDir: filepath.Join(tmp, "probe"), UID: uint32(o.jailUID),
+			StateDir: o.stateDir, UID: uint32(o.jailUID),
 			GID: uint32(o.jailGID)}); err != nil {
 			fmt.Fprintf(os.Stderr, "dev: the jail is unavailable here (%v);\n"+
 				"dev: running rsync UNCONFINED, which only `gateway dev` ever does by itself\n", err)

@@ -34,6 +34,10 @@ type serveOptions struct {
 	logFormat      string
 	loginGrace     time.Duration
 	recheck        time.Duration
+	maxLifetime    time.Duration
+	cutOnExpiry    bool
+	warnFraction   float64
+	warnMax        time.Duration
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -48,6 +52,14 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.loginGrace, "login-grace", proxy.DefaultLoginGrace, "time allowed from connect to login")
 	fs.DurationVar(&o.recheck, "revocation-recheck", 500*time.Millisecond,
 		"how often live sessions' tokens are re-checked in Redis")
+	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxSessionLifetime,
+		"no session runs longer than this")
+	fs.BoolVar(&o.cutOnExpiry, "cut-on-expiry", false,
+		"end live sessions when their token expires (default: they run on, up to --max-session-lifetime)")
+	fs.Float64Var(&o.warnFraction, "expiry-warning-fraction", proxy.DefaultWarnFraction,
+		"warn clients during this last fraction of a token's lifetime")
+	fs.DurationVar(&o.warnMax, "expiry-warning-max", proxy.DefaultWarnMax,
+		"the expiry warning window is never longer than this")
 	registerRedis(fs, &o.redisURL, &o.redisTimeout)
 }
 
@@ -142,6 +154,11 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		JailUID:    uint32(o.jailUID),
 		JailGID:    uint32(o.jailGID),
 		LoginGrace: o.loginGrace,
+
+		MaxSessionLifetime: o.maxLifetime,
+		CutOnExpiry:        o.cutOnExpiry,
+		WarnFraction:       o.warnFraction,
+		WarnMax:            o.warnMax,
 	})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -152,8 +169,9 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 	defer stopFeed()
 	feed := &auth.Feed{Store: store, Interval: o.recheck, Log: log}
 	go feed.Run(feedCtx, srv.Live().Tokens, func(id string, st auth.State) {
-		cutRevoked(srv, events, id, st)
+		cutInvalid(srv, events, id, st, o.cutOnExpiry)
 	})
+	go srv.RenewLogins(feedCtx)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -180,13 +198,19 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 	return nil
 }
 
-// cutRevoked ends the live sessions of a token that stopped being valid.
-// Expired tokens' sessions run on: they were authorised before the expiry.
-func cutRevoked(srv *proxy.Server, events *audit.Emitter, id string, st auth.State) {
-	if st != auth.StateRevoked {
+// cutInvalid ends the live sessions of a token that stopped being valid.
+// Unless cutOnExpiry is set, an expired token's sessions run on: they were
+// authorised before the expiry, and --max-session-lifetime bounds them.
+func cutInvalid(srv *proxy.Server, events *audit.Emitter, id string, st auth.State,
+	cutOnExpiry bool) {
+	msg := "token " + id + " was revoked"
+	switch {
+	case st == auth.StateExpired && cutOnExpiry:
+		msg = "token " + id + " expired"
+	case st != auth.StateRevoked:
 		return
 	}
-	cut := srv.Live().Cut(id, "token "+id+" was revoked")
+	cut := srv.Live().Cut(id, msg)
 	if len(cut) == 0 {
 		return
 	}
@@ -195,7 +219,7 @@ func cutRevoked(srv *proxy.Server, events *audit.Emitter, id string, st auth.Sta
 		Outcome: "success",
 		Reason:  audit.ReasonSessionCut,
 		TokenID: id,
-		Message: fmt.Sprintf("token %s revoked; %d live session(s) cut", id, len(cut)),
+		Message: fmt.Sprintf("%s; %d live session(s) cut", msg, len(cut)),
 		Fields:  map[string]any{"session.ids": cut},
 	})
 }

@@ -25,7 +25,7 @@ type redisOptions struct {
 func tokenCommand() *ffcli.Command {
 	return &ffcli.Command{
 		Name:       "token",
-		ShortUsage: "gateway token <create|list|show|revoke> [flags]",
+		ShortUsage: "gateway token <create|list|show|revoke|rotate> [flags]",
 		ShortHelp:  "manage API tokens in Redis",
 		FlagSet:    flag.NewFlagSet("gateway token", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{
@@ -33,6 +33,7 @@ func tokenCommand() *ffcli.Command {
 			tokenListCommand(),
 			tokenShowCommand(),
 			tokenRevokeCommand(),
+			tokenRotateCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
@@ -40,11 +41,15 @@ func tokenCommand() *ffcli.Command {
 
 // createOptions are the properties of a new token.
 type createOptions struct {
-	root   string
-	scopes string
-	ttl    time.Duration
-	note   string
-	json   bool
+	root        string
+	scopes      string
+	ttl         time.Duration
+	note        string
+	json        bool
+	user        string
+	maxSessions int
+	singleUse   bool
+	notBefore   string
 }
 
 // newTokenRecord validates the options and draws a token. Nothing is stored.
@@ -63,18 +68,38 @@ func (c *createOptions) newTokenRecord(now time.Time) (auth.Token, auth.Record, 
 	if strings.ContainsAny(c.note, "\r\n") {
 		return auth.Token{}, auth.Record{}, errors.New("--note must be one line")
 	}
+	if c.maxSessions < 0 {
+		return auth.Token{}, auth.Record{}, fmt.Errorf("--max-sessions must be 0 (no cap) or more")
+	}
+	if strings.ContainsAny(c.user, " \t\r\n") {
+		return auth.Token{}, auth.Record{}, errors.New("--user must be one word")
+	}
+	var notBefore time.Time
+	if c.notBefore != "" {
+		if notBefore, err = time.Parse(time.RFC3339, c.notBefore); err != nil {
+			return auth.Token{}, auth.Record{}, fmt.Errorf("--not-before: want RFC 3339, "+
+				"e.g. 2026-12-05T07:00:00Z (%v)", err)
+		}
+		if !notBefore.Before(now.Add(c.ttl)) {
+			return auth.Token{}, auth.Record{}, errors.New("--not-before is after the expiry (--ttl counts from now)")
+		}
+	}
 	tok, err := auth.NewToken()
 	if err != nil {
 		return auth.Token{}, auth.Record{}, err
 	}
 	rec := auth.Record{
-		ID:         tok.ID,
-		SecretHash: auth.HashSecret(tok.Secret),
-		Scopes:     scopes,
-		Root:       root,
-		ExpiresAt:  now.Add(c.ttl),
-		CreatedAt:  now,
-		Note:       c.note,
+		ID:          tok.ID,
+		SecretHash:  auth.HashSecret(tok.Secret),
+		Scopes:      scopes,
+		Root:        root,
+		ExpiresAt:   now.Add(c.ttl),
+		CreatedAt:   now,
+		Note:        c.note,
+		User:        c.user,
+		MaxSessions: c.maxSessions,
+		SingleUse:   c.singleUse,
+		NotBefore:   notBefore,
 	}
 	return tok, rec, nil
 }
@@ -85,7 +110,11 @@ func tokenCreateCommand() *ffcli.Command {
 	fs := flag.NewFlagSet("gateway token create", flag.ContinueOnError)
 	registerRedis(fs, &r.url, &r.timeout)
 	fs.StringVar(&c.root, "root", "", "directory the token can see, relative to the gateway's data dir")
-	fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete")
+	fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete, issue")
+	fs.StringVar(&c.user, "user", "", "the token only works for this SSH user name")
+	fs.IntVar(&c.maxSessions, "max-sessions", 0, "concurrent logins across all gateways (0: no cap)")
+	fs.BoolVar(&c.singleUse, "single-use", false, "the token works for exactly one login")
+	fs.StringVar(&c.notBefore, "not-before", "", "refuse logins before this RFC 3339 time")
 	fs.DurationVar(&c.ttl, "ttl", 24*time.Hour, "lifetime, e.g. 15m, 24h")
 	fs.StringVar(&c.note, "note", "", "free text shown by list and show")
 	fs.BoolVar(&c.json, "json", false, "print token, ID and details as JSON on stdout")
@@ -134,16 +163,23 @@ func printCreated(stdout, stderr io.Writer, tok auth.Token, rec *auth.Record, as
 func tokenListCommand() *ffcli.Command {
 	var r redisOptions
 	var asJSON bool
+	var within time.Duration
+	var root string
 	fs := flag.NewFlagSet("gateway token list", flag.ContinueOnError)
 	registerRedis(fs, &r.url, &r.timeout)
 	fs.BoolVar(&asJSON, "json", false, "one JSON object per token")
+	fs.DurationVar(&within, "expiring-within", 0, "only tokens that expire within this time, e.g. 72h")
+	fs.StringVar(&root, "root", "", "only tokens whose root is this directory or below it")
 	return &ffcli.Command{
 		Name:       "list",
-		ShortUsage: "gateway token list [--json]",
+		ShortUsage: "gateway token list [--expiring-within 72h] [--root DIR] [--json]",
 		ShortHelp:  "list live tokens, soonest expiry first; never shows a secret",
 		FlagSet:    fs,
 		Options:    ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("list takes no arguments (got %q)", args[0])
+			}
 			store, closeStore, err := openStore(r)
 			if err != nil {
 				return err
@@ -156,23 +192,116 @@ func tokenListCommand() *ffcli.Command {
 			if err != nil {
 				return fmt.Errorf("listing tokens: %w", err)
 			}
+			recs = filterRecords(recs, now, within, root)
+			ids := make([]string, len(recs))
+			for i, rec := range recs {
+				ids[i] = rec.ID
+			}
+			live, err := store.LiveLogins(ctx, ids, now)
+			if err != nil {
+				return fmt.Errorf("counting live sessions: %w", err)
+			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				for _, rec := range recs {
-					if err := enc.Encode(recordJSON(rec, now)); err != nil {
+					out := recordJSON(rec, now)
+					out["live_sessions"] = live[rec.ID]
+					if err := enc.Encode(out); err != nil {
 						return err
 					}
 				}
 				return nil
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tSCOPE\tROOT\tEXPIRES\tLEFT\tLAST USE\tNOTE")
+			fmt.Fprintln(w, "ID\tSCOPE\tROOT\tEXPIRES\tLEFT\tLAST USE\tLIVE\tNOTE")
 			for _, rec := range recs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rec.ID, rec.Scopes, rec.Root,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", rec.ID, rec.Scopes, rec.Root,
 					rec.ExpiresAt.UTC().Format(time.RFC3339), left(rec.ExpiresAt, now),
-					lastUse(rec), rec.Note)
+					lastUse(rec), live[rec.ID], rec.Note)
 			}
 			return w.Flush()
+		},
+	}
+}
+
+// filterRecords keeps the tokens that expire within `within` (when set) and
+// whose root is root or below it (when set).
+func filterRecords(recs []*auth.Record, now time.Time, within time.Duration,
+	root string) []*auth.Record {
+	root = strings.Trim(root, "/")
+	var out []*auth.Record
+	for _, rec := range recs {
+		if within > 0 && rec.ExpiresAt.Sub(now) > within {
+			continue
+		}
+		if root != "" && rec.Root != root && !strings.HasPrefix(rec.Root, root+"/") {
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+func tokenRotateCommand() *ffcli.Command {
+	var r redisOptions
+	var overlap time.Duration
+	var ttl time.Duration
+	var asJSON bool
+	fs := flag.NewFlagSet("gateway token rotate", flag.ContinueOnError)
+	registerRedis(fs, &r.url, &r.timeout)
+	fs.DurationVar(&overlap, "overlap", 10*time.Minute, "the old token keeps working this long")
+	fs.DurationVar(&ttl, "ttl", 0, "lifetime of the new token (default: the old token's lifetime)")
+	fs.BoolVar(&asJSON, "json", false, "print the new token and its details as JSON")
+	return &ffcli.Command{
+		Name:       "rotate",
+		ShortUsage: "gateway token rotate ID [--overlap 10m] [--ttl D]",
+		ShortHelp:  "issue a replacement with the same scope and root; the old one ends after --overlap",
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			id, err := oneTokenID(args)
+			if err != nil {
+				return err
+			}
+			if overlap < 0 {
+				return errors.New("--overlap must not be negative")
+			}
+			store, closeStore, err := openStore(r)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(ctx, 4*r.timeout)
+			defer cancel()
+			now := time.Now()
+			old, state, err := store.Get(ctx, id, now)
+			if err != nil {
+				return fmt.Errorf("reading token: %w", err)
+			}
+			if state != auth.StateLive {
+				return fmt.Errorf("token %s is %s; only a live token can be rotated", id, stateName(state))
+			}
+			if ttl <= 0 {
+				ttl = old.ExpiresAt.Sub(old.CreatedAt)
+			}
+			tok, err := auth.NewToken()
+			if err != nil {
+				return err
+			}
+			rec := *old
+			rec.ID, rec.SecretHash = tok.ID, auth.HashSecret(tok.Secret)
+			rec.CreatedAt, rec.ExpiresAt = now, now.Add(ttl)
+			rec.Note = strings.TrimSpace(old.Note + " (rotated from " + old.ID + ")")
+			rec.UsedAt, rec.LastUsedAt, rec.LastUsedFrom = time.Time{}, time.Time{}, ""
+			if err := store.Create(ctx, rec); err != nil {
+				return fmt.Errorf("storing the new token: %w", err)
+			}
+			if err := store.Shorten(ctx, old.ID, now.Add(overlap)); err != nil {
+				return fmt.Errorf("ending the old token: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "token %s ends at %s\n", old.ID,
+				now.Add(overlap).UTC().Format(time.RFC3339))
+			return printCreated(os.Stdout, os.Stderr, tok, &rec, asJSON)
 		},
 	}
 }
@@ -288,6 +417,24 @@ func recordJSON(rec *auth.Record, now time.Time) map[string]any {
 		"expires_in": left(rec.ExpiresAt, now),
 		"created_at": rec.CreatedAt.UTC().Format(time.RFC3339),
 		"note":       rec.Note,
+	}
+	if rec.User != "" {
+		out["user"] = rec.User
+	}
+	if rec.MaxSessions > 0 {
+		out["max_sessions"] = rec.MaxSessions
+	}
+	if rec.SingleUse {
+		out["single_use"] = true
+		if !rec.UsedAt.IsZero() {
+			out["used_at"] = rec.UsedAt.UTC().Format(time.RFC3339)
+		}
+	}
+	if !rec.NotBefore.IsZero() {
+		out["not_before"] = rec.NotBefore.UTC().Format(time.RFC3339)
+	}
+	if rec.Parent != "" {
+		out["parent"] = rec.Parent
 	}
 	if !rec.LastUsedAt.IsZero() {
 		out["last_used_at"] = rec.LastUsedAt.UTC().Format(time.RFC3339)
