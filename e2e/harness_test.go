@@ -66,6 +66,11 @@ type gateway struct {
 
 type gatewayOption func(args []string) []string
 
+// withArgs adds flags to `gateway serve`; a later flag wins over an earlier one.
+func withArgs(extra ...string) gatewayOption {
+	return func(args []string) []string { return append(args, extra...) }
+}
+
 func startGateway(t testing.TB, r *redistest.Server, opts ...gatewayOption) *gateway {
 	t.Helper()
 	base := t.TempDir()
