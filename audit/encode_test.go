@@ -23,15 +23,15 @@ func TestEncodeJSON(t *testing.T) {
 				Message: "token 3k9w0c2hx1ab lacks write scope", TokenID: "3k9w0c2hx1ab",
 				User: "deploy", SourceIP: "127.0.0.1", SourcePort: 51522,
 				SessionID: "9f1c2a7e4b3d5e6f",
-				Fields:    map[string]any{"ssh.command": "rsync --server -logDtpre.iLsfxCIvu . site/"},
+				Fields:    map[string]any{"ssh.command": "rsync --server -logDtpre . site/"},
 			},
 			host: "gw1",
 			want: `{"@timestamp":"2026-12-04T15:40:01.2Z","event.action":"command.denied",` +
 				`"event.kind":"event","event.outcome":"failure","event.reason":"scope_missing",` +
 				`"host.name":"gw1","log.level":"warning",` +
-				`"message":"token 3k9w0c2hx1ab lacks write scope","session.id":"9f1c2a7e4b3d5e6f",` +
-				`"source.ip":"127.0.0.1","source.port":51522,` +
-				`"ssh.command":"rsync --server -logDtpre.iLsfxCIvu . site/",` +
+				`"message":"token 3k9w0c2hx1ab lacks write scope",` +
+				`"session.id":"9f1c2a7e4b3d5e6f","source.ip":"127.0.0.1","source.port":51522,` +
+				`"ssh.command":"rsync --server -logDtpre . site/",` +
 				`"token.id":"3k9w0c2hx1ab","user.name":"deploy"}`,
 		},
 		{

@@ -71,19 +71,22 @@ const (
 	DefaultQueueReportEvery = 10 * time.Second
 )
 
-// NewQueue starts a queue of at most capacity events in front of deliver,
+// NewQueue makes a queue of at most capacity events in front of deliver,
 // which is called from one goroutine and must return soon after its ctx ends.
 // name says which sink a log line or error is about. Change the exported
-// fields, if at all, before the first Send: the delivery goroutine reads them
-// from then on.
+// fields, if at all, before the first Send: the delivery goroutine starts
+// then and reads them from then on.
 func NewQueue(name string, capacity int, deliver func(ctx context.Context, msg []byte) error,
 	log *logrus.Logger) *Queue {
 	if capacity < 1 {
 		capacity = 1
 	}
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &Queue{
+	return &Queue{
 		Host:        host,
 		Attempts:    DefaultQueueAttempts,
 		Backoff:     DefaultQueueBackoff,
@@ -100,7 +103,6 @@ func NewQueue(name string, capacity int, deliver func(ctx context.Context, msg [
 		ctx:         ctx,
 		cancel:      cancel,
 	}
-	return q
 }
 
 // Send encodes the event and queues it without waiting, dropping the oldest
@@ -149,9 +151,10 @@ func (q *Queue) Depth() int {
 	return q.n
 }
 
-// Close stops taking events and delivers those still queued until ctx ends.
-// Then it cancels the delivery in progress, counts what is left as dropped,
-// and returns ctx's error.
+// Close stops taking events and delivers those still queued. If ctx ends
+// first, it cancels the delivery in progress, counts what is left as dropped
+// and returns ctx's error. Either way the delivery goroutine has ended, and
+// every event sent is counted as delivered or dropped.
 func (q *Queue) Close(ctx context.Context) error {
 	q.start.Do(func() { go q.run() })
 	q.mu.Lock()
@@ -198,12 +201,6 @@ func (q *Queue) pop() (msg []byte, ok bool) {
 func (q *Queue) run() {
 	defer close(q.done)
 	defer q.cancel()
-	if q.ReportEvery <= 0 {
-		q.ReportEvery = DefaultQueueReportEvery
-	}
-	if q.Timeout <= 0 {
-		q.Timeout = DefaultQueueTimeout
-	}
 	stopReports, reportsDone := make(chan struct{}), make(chan struct{})
 	go q.reportLoop(stopReports, reportsDone)
 	defer func() {
@@ -242,9 +239,12 @@ func (q *Queue) drain() {
 // deliverOne tries one event up to Attempts times, waiting longer after each
 // failure; it gives up early when the queue's context ends.
 func (q *Queue) deliverOne(msg []byte) bool {
-	wait := q.Backoff
+	wait, timeout := q.Backoff, q.Timeout
+	if timeout <= 0 {
+		timeout = DefaultQueueTimeout
+	}
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(q.ctx, q.Timeout)
+		ctx, cancel := context.WithTimeout(q.ctx, timeout)
 		err := q.deliver(ctx, msg)
 		cancel()
 		if err == nil {
@@ -282,7 +282,11 @@ func (q *Queue) discard() {
 // the queue stops, so every drop is in some line.
 func (q *Queue) reportLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	tick := time.NewTicker(q.ReportEvery)
+	every := q.ReportEvery
+	if every <= 0 {
+		every = DefaultQueueReportEvery
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

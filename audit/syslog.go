@@ -75,8 +75,7 @@ type Syslog struct {
 func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || cfg.URL == "" {
-		return nil, fmt.Errorf("audit: sink syslog: URL %q is not udp://, tcp:// or tls://host:port",
-			cfg.URL)
+		return nil, fmt.Errorf("audit: sink syslog: URL %q is not scheme://host:port", cfg.URL)
 	}
 	s := &Syslog{cfg: cfg, addr: u.Host, procID: strconv.Itoa(os.Getpid())}
 	switch u.Scheme {

@@ -432,3 +432,54 @@ func parseTime(s string) (time.Time, error) {
 	}
 	return time.Unix(n, 0), nil
 }
+
+// CountExpiring counts live tokens inside their expiry warning window: the
+// last fraction of their lifetime, at most max. It scans every token, so it
+// is meant for a once-a-minute gauge, not for a request path.
+func (s *Store) CountExpiring(ctx context.Context, now time.Time, fraction float64,
+	max time.Duration) (int, error) {
+	var keys []string
+	iter := s.rdb.Scan(ctx, 0, TokenKey("*"), 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return 0, err
+	}
+	cmds := make([]*redis.SliceCmd, len(keys))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HMGet(ctx, k, "created_at", "expires_at")
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cmds {
+		v := c.Val()
+		created, _ := v[0].(string)
+		expires, _ := v[1].(string)
+		ct, err1 := parseTime(created)
+		et, err2 := parseTime(expires)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if InWarningWindow(ct, et, now, fraction, max) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// InWarningWindow reports whether a token created at created and expiring
+// at expires is, at now, within the last fraction of its life (at most max).
+func InWarningWindow(created, expires, now time.Time, fraction float64, max time.Duration) bool {
+	left := expires.Sub(now)
+	window := time.Duration(float64(expires.Sub(created)) * fraction)
+	if window > max {
+		window = max
+	}
+	return left > 0 && left <= window
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/gliderlabs/ssh"
 
 	"github.com/tokengate/tokengate/audit"
+	"github.com/tokengate/tokengate/auth"
 	"github.com/tokengate/tokengate/session"
 )
 
@@ -76,14 +77,10 @@ func (s *Server) handleExec(sess ssh.Session) {
 // last part of its life, so a script's owner renews it before a job breaks.
 func (s *Server) warnIfExpiring(sess ssh.Session, ev audit.Event, g *grant) {
 	now := time.Now()
-	left := g.rec.ExpiresAt.Sub(now)
-	window := time.Duration(float64(g.rec.ExpiresAt.Sub(g.rec.CreatedAt)) * s.cfg.WarnFraction)
-	if window > s.cfg.WarnMax {
-		window = s.cfg.WarnMax
-	}
-	if left <= 0 || left > window {
+	if !auth.InWarningWindow(g.rec.CreatedAt, g.rec.ExpiresAt, now, s.cfg.WarnFraction, s.cfg.WarnMax) {
 		return
 	}
+	left := g.rec.ExpiresAt.Sub(now)
 	at := g.rec.ExpiresAt.UTC().Format("2006-01-02T15:04Z")
 	msg := fmt.Sprintf("token %s expires in %s (%s)", g.rec.ID, roundLeft(left), at)
 	_, _ = io.WriteString(sess.Stderr(), "tokengate: warning: "+msg+"\n")
@@ -200,6 +197,7 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 	start.Message = "rsync " + direction + " started"
 	start.Fields = map[string]any{"rsync.direction": direction, "rsync.args": plan.Argv[1:]}
 	s.cfg.Events.Emit(start)
+	s.cfg.Metrics.SessionStarted()
 
 	// Bound the session's life, and with CutOnExpiry its token's expiry.
 	lifetime := time.AfterFunc(s.cfg.MaxSessionLifetime, func() {
@@ -267,6 +265,7 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 		"event.duration":  time.Since(started).Nanoseconds(),
 	}
 	s.cfg.Events.Emit(end)
+	s.cfg.Metrics.SessionEnded(time.Since(started), bytesIn, bytesOut)
 }
 
 // copyCounting copies until EOF or error and returns the bytes moved. The

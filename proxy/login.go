@@ -26,7 +26,11 @@ type grant struct {
 func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 	token string) (*gossh.Permissions, error) {
 	started := time.Now()
-	rec, err := s.cfg.Verifier.Verify(ctx, token, meta.User())
+	rec, err := s.limitToken(ctx, token)
+	if err == nil {
+		rec, err = s.cfg.Verifier.Verify(ctx, token, meta.User())
+	}
+	s.cfg.Metrics.RedisCall(time.Since(started), backendFault(err))
 
 	ev := audit.Event{User: meta.User(), Fields: map[string]any{"auth.method": method}}
 	ev.SourceIP, ev.SourcePort = splitAddr(meta.RemoteAddr())
@@ -53,6 +57,13 @@ func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 			ev.Fields["error.message"] = d.Cause.Error()
 		}
 		s.cfg.Events.Emit(ev)
+		s.cfg.Metrics.AuthAttempt(method, "failure", string(d.Reason))
+		if s.recordFailure(ctx, meta, ev, d.Reason) {
+			// The source is banned now; end this connection too.
+			if conn, ok := ctx.Value(netConnKey).(net.Conn); ok {
+				_ = conn.Close()
+			}
+		}
 
 		// Pad every refusal to the same minimum time.
 		if wait := s.cfg.FailureDelay - time.Since(started); wait > 0 {
@@ -73,6 +84,7 @@ func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 	ev.Fields["token.scopes"] = rec.Scopes.String()
 	ev.Fields["token.root"] = rec.Root
 	s.cfg.Events.Emit(ev)
+	s.cfg.Metrics.AuthAttempt(method, "success", "")
 
 	go s.noteUse(rec.ID, ev.SourceIP)
 	return &gossh.Permissions{Extensions: map[string]string{"token-id": rec.ID}}, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokengate/tokengate/audit"
 	"github.com/tokengate/tokengate/auth"
+	"github.com/tokengate/tokengate/metrics"
 	"github.com/tokengate/tokengate/session"
 )
 
@@ -26,6 +27,10 @@ type Config struct {
 	Store      *auth.Store
 	Jail       *session.Jail
 	Events     *audit.Emitter
+	// Limiter scores failed logins and bans sources; nil disables it.
+	Limiter *auth.Limiter
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
 
 	DataDir          string // tokens' roots live below it
 	JailUID, JailGID uint32 // owner of roots the gateway creates
@@ -34,6 +39,7 @@ type Config struct {
 	LoginGrace time.Duration
 	// FailureDelay pads every refused login to at least this long, so the
 	// time to answer does not tell an unknown token from a wrong secret.
+	// Zero takes the default; negative turns the padding off.
 	FailureDelay time.Duration
 	// MaxSessionsPerConn caps concurrent channels on one SSH connection.
 	MaxSessionsPerConn int
@@ -88,7 +94,10 @@ func New(cfg Config) *Server {
 	if cfg.LoginGrace <= 0 {
 		cfg.LoginGrace = DefaultLoginGrace
 	}
-	if cfg.FailureDelay < 0 {
+	switch {
+	case cfg.FailureDelay == 0:
+		cfg.FailureDelay = DefaultFailureDelay
+	case cfg.FailureDelay < 0:
 		cfg.FailureDelay = 0
 	}
 	if cfg.MaxSessionsPerConn <= 0 {
@@ -148,9 +157,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// onConnect sets the login deadline on the raw socket before the handshake
-// starts, so a client that never finishes logging in holds nothing for long.
+// onConnect closes connections from banned sources before the handshake,
+// and sets the login deadline on the raw socket before it starts, so a
+// client that never finishes logging in holds nothing for long.
 func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
+	if s.banned(ctx, conn.RemoteAddr()) {
+		return nil
+	}
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.LoginGrace))
 	ctx.SetValue(netConnKey, conn)
 	ctx.SetValue(connIDKey, newSessionID())

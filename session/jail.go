@@ -175,6 +175,16 @@ func NewJail(cfg JailConfig) (*Jail, error) {
 // Mode names how sessions are confined ("root", "userns" or "insecure"), for logs.
 func (j *Jail) Mode() string { return string(j.mode) }
 
+// RootOwner is the uid and gid that files written by the jailed rsync get on the host, and
+// so the owner PrepareRoot should give the dirs it creates: the jail uid in root mode, but
+// the gateway's own ids in userns and insecure mode, where rsync runs as the gateway.
+func (j *Jail) RootOwner() (uid, gid uint32) {
+	if j.mode == jailModeRoot {
+		return j.cfg.UID, j.cfg.GID
+	}
+	return uint32(j.hostUID), uint32(j.hostGID)
+}
+
 // RsyncVersion is the first line of `rsync --version`, for logs.
 func (j *Jail) RsyncVersion() string { return j.version }
 

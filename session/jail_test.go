@@ -341,6 +341,29 @@ func TestJailReadOnlyRootRefusesPush(t *testing.T) {
 	sameTree(t, before, treeOf(t, e.root))
 }
 
+// TestJailWritesOnlyData pushes with a writable spec to places outside /data: the jail's
+// own tree is a read-only tmpfs and read-only binds, so every one fails.
+func TestJailWritesOnlyData(t *testing.T) {
+	requireJailRoot(t)
+	e := newJailTestEnv(t)
+	src := t.TempDir()
+	name := fmt.Sprintf("tokengate-jail-probe-%d", os.Getpid())
+	if err := os.WriteFile(filepath.Join(src, name), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{"x:/", "x:../", "x:/usr/bin/", "x:/lib/", "x:/tmp/"} {
+		out, err := e.rsync(t, true, "-a", src+"/", dst)
+		if err == nil {
+			t.Errorf("push to %s succeeded:\n%s", dst, out)
+		}
+	}
+	for _, dir := range []string{"/", "/usr/bin", "/lib", "/tmp", e.data, e.jail.scaffold} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("the push landed in %s on the host", dir)
+		}
+	}
+}
+
 func TestJailHidesHost(t *testing.T) {
 	requireJailRoot(t)
 	e := newJailTestEnv(t)
@@ -481,6 +504,9 @@ func TestJailProcessView(t *testing.T) {
 	cmd, _ := startIdleJail(t, e, false)
 	pid := cmd.Process.Pid
 
+	if u, g := e.jail.RootOwner(); u != jailTestUID || g != jailTestUID {
+		t.Errorf("RootOwner %d:%d, want the jail's %d", u, g, jailTestUID)
+	}
 	status := procStatus(t, pid)
 	uid := strconv.Itoa(int(jailTestUID))
 	if want := strings.Repeat(uid+" ", 3) + uid; status["Uid"] != want ||
@@ -1039,6 +1065,9 @@ func TestJailUserNamespaceInner(t *testing.T) {
 	e := newJailTestEnvFor(t, uid, gid)
 	if e.jail.Mode() != "userns" {
 		t.Fatalf("mode %s, want userns", e.jail.Mode())
+	}
+	if u, g := e.jail.RootOwner(); u != uid || g != gid {
+		t.Errorf("RootOwner %d:%d, want the gateway's %d:%d", u, g, uid, gid)
 	}
 
 	src := t.TempDir()

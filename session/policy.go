@@ -13,8 +13,10 @@ type Plan struct {
 	// Argv is the jail's command: "rsync", "--server", ... It always holds
 	// --munge-links, and "--" before the "." so no path can pass for an option.
 	Argv []string
-	// Stdin is, for an -s client, the approved argument list re-serialized,
-	// to be written to rsync's stdin before the client's bytes; nil otherwise.
+	// Stdin, when not nil, is the argument list rsync reads from its stdin
+	// (Argv then holds -s): to be written before any byte of the client's.
+	// It is set for an -s client, with its approved list re-serialized, and
+	// for a pull whose paths hold wildcards, which only rsync can expand.
 	Stdin     []byte
 	Direction Direction
 	// Deletes is set when the transfer can remove files inside the root.
@@ -66,12 +68,30 @@ func authorize(inv *Invocation, scopes auth.Scope) (*Plan, *audit.Denial) {
 		}
 	}
 
+	// rsync expands wildcards in its arguments only when it reads them from
+	// stdin, as for -s; otherwise it counts on the remote shell, which the
+	// gateway does not run. So a pull whose paths hold unquoted wildcards is
+	// handed to rsync the -s way, with the wildcards in rsync's own syntax.
+	// Not with --iconv: rsync would then also convert the names' charset.
+	stdinMode := inv.Protected
+	if !stdinMode && inv.Direction == DirectionPull && !hasIconv(inv) {
+		for i, w := range inv.paths {
+			if w.glob {
+				paths[i] = globPattern(w, paths[i])
+				stdinMode = true
+			}
+		}
+		if stdinMode {
+			head = append(head, "-s")
+		}
+	}
+
 	// The client's own --munge-links, if any, was dropped while parsing; this
-	// one is added in the head and, for -s, again in the list, so whichever
-	// rsync reads last still has it.
+	// one is added in the head and, in stdin mode, again in the list, so
+	// whichever rsync reads last still has it.
 	head = append(head, "--munge-links")
 	tail := append([]string{"--", "."}, paths...)
-	if !inv.Protected {
+	if !stdinMode {
 		plan.Argv = append(head, tail...)
 		return plan, nil
 	}
@@ -79,6 +99,15 @@ func authorize(inv *Invocation, scopes auth.Scope) (*Plan, *audit.Denial) {
 	list = append(list, "--munge-links")
 	plan.Stdin = encodeNulList(append(list, tail...))
 	return plan, nil
+}
+
+func hasIconv(inv *Invocation) bool {
+	for _, opt := range inv.options {
+		if opt.spec == longOptions["iconv"] {
+			return true
+		}
+	}
+	return false
 }
 
 // checkDirection asks for the scope the direction needs.

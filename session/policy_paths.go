@@ -158,3 +158,27 @@ func outsideDenial(given string) *audit.Denial {
 	return audit.Deny(audit.ReasonPathOutsideRoot,
 		"path %s leaves the token's root", quoteArg(given))
 }
+
+// globPattern returns a mapped path argument in the form rsync's own glob
+// matching reads, for a word whose unquoted wildcards a shell would have
+// expanded. Components with a wildcard take the escaped spelling, so a
+// quoted "*" stays a literal star; the others keep their text, because rsync
+// reads a component without wildcards literally, backslashes and all.
+func globPattern(w shellWord, rel string) string {
+	esc := w.escaped
+	if w.tilde {
+		esc = esc[1:]
+	}
+	esc = strings.TrimLeft(esc, "/")
+	relParts, escParts := strings.Split(rel, "/"), strings.Split(esc, "/")
+	// "/" is never escaped, so the components line up.
+	if len(relParts) != len(escParts) {
+		return rel
+	}
+	for i, part := range relParts {
+		if strings.ContainsAny(part, globChars) {
+			relParts[i] = escParts[i]
+		}
+	}
+	return strings.Join(relParts, "/")
+}

@@ -60,8 +60,21 @@ func runFakeGateway(raw, root, scopeList string) int {
 
 	cmd := exec.Command("rsync", plan.Argv[1:]...)
 	cmd.Dir = root
-	cmd.Stdin = io.MultiReader(bytes.NewReader(plan.Stdin), os.Stdin)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if plan.Stdin != nil {
+		// Like the gateway's pump: the approved list first, then the client's
+		// bytes. A pipe, not an io.Reader, so Wait does not wait on the client.
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			return 2
+		}
+		cmd.Stdin = pr
+		go func() {
+			_, _ = io.Copy(pw, io.MultiReader(bytes.NewReader(plan.Stdin), os.Stdin))
+			pw.Close()
+		}()
+	}
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
@@ -161,11 +174,15 @@ func TestRealRsyncPushAndPull(t *testing.T) {
 	}
 	rig.expectFile(rig.local, "back/dir with space/b$x;y.txt", "beta")
 
-	out, err = rig.rsync("read", "-a", "gw:dst/dir with space/*.txt", "glob")
+	rig.write(rig.root, "dst/dir with space/c.txt", "gamma")
+	rig.write(rig.root, "dst/dir with space/d.md", "delta")
+	out, err = rig.rsync("read", "-a", "gw:dst/dir with space/*.txt", "glob/")
 	if err != nil {
 		t.Fatalf("pull with a glob: %v\n%s", err, out)
 	}
 	rig.expectFile(rig.local, "glob/b$x;y.txt", "beta")
+	rig.expectFile(rig.local, "glob/c.txt", "gamma")
+	rig.expectMissing(rig.local, "glob/d.md")
 
 	out, err = rig.rsync("read", "--list-only", "gw:")
 	if err != nil || !strings.Contains(out, "dst") {

@@ -12,7 +12,15 @@ type shellWord struct {
 	// tilde is set when the word began with an unquoted "~" that a shell
 	// would expand to the login's home, which for a token is its root.
 	tilde bool
+	// glob is set when the word holds an unquoted *, ? or [ that a shell
+	// would expand. escaped is then the text with every quoted *, ?, [ and
+	// backslash escaped, the form rsync's own glob matching reads.
+	glob    bool
+	escaped string
 }
+
+// globChars are the bytes a shell and rsync's own glob matching expand.
+const globChars = "*?["
 
 // forbiddenHint ends every refusal of a command that is not plain
 // `rsync --server`: the usual reason for one is --rsync-path="mkdir -p d && rsync".
@@ -29,15 +37,39 @@ func splitShellWords(raw string) ([]shellWord, *audit.Denial) {
 	var (
 		words  []shellWord
 		cur    strings.Builder
+		esc    strings.Builder
 		inWord bool
 		tilde  bool
+		glob   bool
 	)
 	endWord := func() {
 		if inWord {
-			words = append(words, shellWord{text: cur.String(), tilde: tilde})
+			w := shellWord{text: cur.String(), tilde: tilde, glob: glob}
+			if glob {
+				w.escaped = esc.String()
+			}
+			words = append(words, w)
 		}
 		cur.Reset()
-		inWord, tilde = false, false
+		esc.Reset()
+		inWord, tilde, glob = false, false, false
+	}
+	// quoted copies bytes a shell would take literally.
+	quoted := func(b string) {
+		cur.WriteString(b)
+		for i := 0; i < len(b); i++ {
+			if strings.IndexByte(globChars+`\`, b[i]) >= 0 {
+				esc.WriteByte('\\')
+			}
+			esc.WriteByte(b[i])
+		}
+		inWord = true
+	}
+	unquoted := func(c byte) {
+		cur.WriteByte(c)
+		esc.WriteByte(c)
+		glob = glob || strings.IndexByte(globChars, c) >= 0
+		inWord = true
 	}
 
 	for i := 0; i < len(raw); i++ {
@@ -54,8 +86,7 @@ func splitShellWords(raw string) ([]shellWord, *audit.Denial) {
 			i++
 			// A backslash-newline pair is a line continuation and vanishes.
 			if raw[i] != '\n' {
-				cur.WriteByte(raw[i])
-				inWord = true
+				quoted(raw[i : i+1])
 			}
 
 		case c == '\'':
@@ -64,52 +95,51 @@ func splitShellWords(raw string) ([]shellWord, *audit.Denial) {
 				return nil, audit.Deny(audit.ReasonArgumentInvalid,
 					"the command has an unterminated ' quote")
 			}
-			cur.WriteString(raw[i+1 : i+1+end])
-			inWord = true
+			quoted(raw[i+1 : i+1+end])
 			i += end + 1
 
 		case c == '"':
-			next, denial := readDoubleQuoted(raw, i+1, &cur)
+			body, next, denial := readDoubleQuoted(raw, i+1)
 			if denial != nil {
 				return nil, denial
 			}
-			inWord = true
+			quoted(body)
 			i = next
 
 		case c == '#' && !inWord:
 			return nil, shellSyntaxDenial("#")
 
 		case c == '~' && !inWord && tildePrefix(raw, i):
-			inWord, tilde = true, true
-			cur.WriteByte(c)
+			unquoted(c)
+			tilde = true
 
 		case isShellSpecial(c):
 			return nil, shellSyntaxDenial(string(c))
 
 		default:
-			cur.WriteByte(c)
-			inWord = true
+			unquoted(c)
 		}
 	}
 	endWord()
 	return words, nil
 }
 
-// readDoubleQuoted copies the body of a "..." string starting at raw[start]
-// into cur and returns the index of the closing quote. Inside double quotes a
-// shell still expands $ and `, so those are refused unless escaped.
-func readDoubleQuoted(raw string, start int, cur *strings.Builder) (int, *audit.Denial) {
+// readDoubleQuoted returns the body of a "..." string starting at raw[start]
+// and the index of the closing quote. Inside double quotes a shell still
+// expands $ and `, so those are refused unless escaped.
+func readDoubleQuoted(raw string, start int) (string, int, *audit.Denial) {
+	var body strings.Builder
 	for i := start; i < len(raw); i++ {
 		switch c := raw[i]; c {
 		case '"':
-			return i, nil
+			return body.String(), i, nil
 		case '$', '`':
-			return 0, shellSyntaxDenial(string(c))
+			return "", 0, shellSyntaxDenial(string(c))
 		case '\\':
 			if i+1 < len(raw) {
 				switch n := raw[i+1]; n {
 				case '$', '`', '"', '\\':
-					cur.WriteByte(n)
+					body.WriteByte(n)
 					i++
 					continue
 				case '\n':
@@ -117,12 +147,12 @@ func readDoubleQuoted(raw string, start int, cur *strings.Builder) (int, *audit.
 					continue
 				}
 			}
-			cur.WriteByte(c)
+			body.WriteByte(c)
 		default:
-			cur.WriteByte(c)
+			body.WriteByte(c)
 		}
 	}
-	return 0, audit.Deny(audit.ReasonArgumentInvalid, `the command has an unterminated " quote`)
+	return "", 0, audit.Deny(audit.ReasonArgumentInvalid, `the command has an unterminated " quote`)
 }
 
 // tildePrefix reports whether the "~" at raw[i] is a whole tilde-prefix naming

@@ -37,6 +37,7 @@ func main() {
 			serveCommand(),
 			devCommand(),
 			tokenCommand(),
+			banCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokengate/tokengate/audit"
 	"github.com/tokengate/tokengate/auth"
+	"github.com/tokengate/tokengate/metrics"
 	"github.com/tokengate/tokengate/proxy"
 	"github.com/tokengate/tokengate/session"
 )
@@ -38,6 +39,9 @@ type serveOptions struct {
 	cutOnExpiry    bool
 	warnFraction   float64
 	warnMax        time.Duration
+	ops            bool
+	opsListen      string
+	limiter        limiterOptions
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -60,6 +64,9 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		"warn clients during this last fraction of a token's lifetime")
 	fs.DurationVar(&o.warnMax, "expiry-warning-max", proxy.DefaultWarnMax,
 		"the expiry warning window is never longer than this")
+	fs.BoolVar(&o.ops, "ops", false, "serve /metrics, /healthz and /readyz on --ops-listen")
+	fs.StringVar(&o.opsListen, "ops-listen", "127.0.0.1:9222", "address of the ops listener")
+	o.limiter.register(fs)
 	registerRedis(fs, &o.redisURL, &o.redisTimeout)
 }
 
@@ -144,7 +151,14 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		return err
 	}
 
+	limiter, err := o.limiter.build(rdb)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
 	srv := proxy.New(proxy.Config{
+		Limiter:    limiter,
+		Metrics:    m,
 		HostSigner: signer,
 		Verifier:   &auth.Verifier{Store: store, Timeout: o.redisTimeout},
 		Store:      store,
@@ -169,9 +183,18 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 	defer stopFeed()
 	feed := &auth.Feed{Store: store, Interval: o.recheck, Log: log}
 	go feed.Run(feedCtx, srv.Live().Tokens, func(id string, st auth.State) {
-		cutInvalid(srv, events, id, st, o.cutOnExpiry)
+		m.SessionsCut(cutInvalid(srv, events, id, st, o.cutOnExpiry))
 	})
 	go srv.RenewLogins(feedCtx)
+	go countExpiring(feedCtx, store, m, o.warnFraction, o.warnMax)
+	if o.ops {
+		ready := func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
+		go func() {
+			if err := metrics.Serve(feedCtx, o.opsListen, m, ready, log); err != nil {
+				log.WithError(err).Error("serve: ops listener: failed")
+			}
+		}()
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -202,17 +225,17 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 // Unless cutOnExpiry is set, an expired token's sessions run on: they were
 // authorised before the expiry, and --max-session-lifetime bounds them.
 func cutInvalid(srv *proxy.Server, events *audit.Emitter, id string, st auth.State,
-	cutOnExpiry bool) {
+	cutOnExpiry bool) int {
 	msg := "token " + id + " was revoked"
 	switch {
 	case st == auth.StateExpired && cutOnExpiry:
 		msg = "token " + id + " expired"
 	case st != auth.StateRevoked:
-		return
+		return 0
 	}
 	cut := srv.Live().Cut(id, msg)
 	if len(cut) == 0 {
-		return
+		return 0
 	}
 	events.Emit(audit.Event{
 		Action:  audit.ActionTokenRevoked,
@@ -222,4 +245,24 @@ func cutInvalid(srv *proxy.Server, events *audit.Emitter, id string, st auth.Sta
 		Message: fmt.Sprintf("%s; %d live session(s) cut", msg, len(cut)),
 		Fields:  map[string]any{"session.ids": cut},
 	})
+	return len(cut)
+}
+
+// countExpiring keeps the tokens-expiring gauge current, so an alert can
+// fire before a script's token runs out.
+func countExpiring(ctx context.Context, store *auth.Store, m *metrics.Metrics,
+	fraction float64, max time.Duration) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := store.CountExpiring(rctx, time.Now(), fraction, max)
+		cancel()
+		if err == nil {
+			m.SetTokensExpiring(n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+	}
 }
