@@ -73,7 +73,9 @@ func (e *Emitter) Logger() *logrus.Logger { return e.log }
 func (e *Emitter) Emit(ev Event) {
 	at := time.Now()
 	f := ev.LogFields()
+	e.mu.RLock()
 	f["host.name"] = e.host
+	e.mu.RUnlock()
 	entry := e.log.WithFields(f).WithTime(at)
 	msg := ev.Message
 	if msg == "" {
@@ -133,4 +135,12 @@ func NewLogger(out io.Writer, format string) *logrus.Logger {
 		})
 	}
 	return log
+}
+
+// SetHost names this gateway instance in every event's host.name; it
+// defaults to the machine's host name.
+func (e *Emitter) SetHost(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.host = name
 }

@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"github.com/tokengate/tokengate/internal/syslogtest"
+
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -73,29 +75,29 @@ func eventOf(t testing.TB, m *rfc5424.SyslogMessage) map[string]any {
 }
 
 func TestSyslogTransports(t *testing.T) {
-	serverTLS, clientTLS := selfSigned(t)
+	serverTLS, clientTLS := syslogtest.SelfSigned(t)
 	for _, tc := range []struct {
 		name string
-		recv func(t testing.TB) *receiver
+		recv func(t testing.TB) *syslogtest.Receiver
 		url  func(addr string) string
 	}{
-		{"udp", startUDPReceiver, func(a string) string { return "udp://" + a }},
-		{"tcp", func(t testing.TB) *receiver {
-			return startStreamReceiver(t, "127.0.0.1:0", nil)
+		{"udp", syslogtest.StartUDP, func(a string) string { return "udp://" + a }},
+		{"tcp", func(t testing.TB) *syslogtest.Receiver {
+			return syslogtest.StartStream(t, "127.0.0.1:0", nil)
 		}, func(a string) string { return "tcp://" + a }},
-		{"tls", func(t testing.TB) *receiver {
-			return startStreamReceiver(t, "127.0.0.1:0", serverTLS)
+		{"tls", func(t testing.TB) *syslogtest.Receiver {
+			return syslogtest.StartStream(t, "127.0.0.1:0", serverTLS)
 		}, func(a string) string { return "tls://" + a }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.recv(t)
-			q, _ := syslogQueue(t, tc.url(r.addr), clientTLS)
+			q, _ := syslogQueue(t, tc.url(r.Addr), clientTLS)
 
 			at := time.Date(2026, 12, 4, 15, 40, 1, 123456789, time.UTC)
 			q.Send(denial(1), at)
 			q.Send(Event{Action: ActionSessionStart, Outcome: "success"}, at)
 
-			m, err := r.next(5 * time.Second)
+			m, err := r.Next(5 * time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +111,7 @@ func TestSyslogTransports(t *testing.T) {
 				t.Errorf("MSG = %v", doc)
 			}
 
-			m, err = r.next(5 * time.Second)
+			m, err = r.Next(5 * time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,10 +144,10 @@ func checkHeader(t *testing.T, m *rfc5424.SyslogMessage, severity uint8, msgID s
 
 // A TLS collector whose certificate the gateway does not trust gets nothing.
 func TestSyslogTLSVerifiesCollector(t *testing.T) {
-	serverTLS, _ := selfSigned(t)
-	r := startStreamReceiver(t, "127.0.0.1:0", serverTLS)
-	_, otherClient := selfSigned(t)
-	s, err := NewSyslog(SyslogConfig{URL: "tls://" + r.addr, TLS: otherClient})
+	serverTLS, _ := syslogtest.SelfSigned(t)
+	r := syslogtest.StartStream(t, "127.0.0.1:0", serverTLS)
+	_, otherClient := syslogtest.SelfSigned(t)
+	s, err := NewSyslog(SyslogConfig{URL: "tls://" + r.Addr, TLS: otherClient})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,11 +164,11 @@ func TestSyslogTLSVerifiesCollector(t *testing.T) {
 // The collector restarts on the same port; the gateway goes on without a
 // restart, and the event sent while the collector was down arrives too.
 func TestSyslogCollectorRestart(t *testing.T) {
-	r := startStreamReceiver(t, "127.0.0.1:0", nil)
-	q, s := syslogQueue(t, "tcp://"+r.addr, nil)
+	r := syslogtest.StartStream(t, "127.0.0.1:0", nil)
+	q, s := syslogQueue(t, "tcp://"+r.Addr, nil)
 
 	q.Send(denial(1), time.Now())
-	m, err := r.next(5 * time.Second)
+	m, err := r.Next(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +176,14 @@ func TestSyslogCollectorRestart(t *testing.T) {
 		t.Fatalf("first event: test.seq = %v", got)
 	}
 
-	r.close()
+	r.Close()
 	waitPeerClosed(t, s)
 	q.Send(denial(2), time.Now())
 
-	r2 := startStreamReceiver(t, r.addr, nil)
+	r2 := syslogtest.StartStream(t, r.Addr, nil)
 	q.Send(denial(3), time.Now())
 	for _, want := range []float64{2, 3} {
-		m, err := r2.next(5 * time.Second)
+		m, err := r2.Next(5 * time.Second)
 		if err != nil {
 			t.Fatalf("event %v after the restart: %v", want, err)
 		}

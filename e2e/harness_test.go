@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/internal/redistest"
+	"github.com/tokengate/tokengate/internal/syslogtest"
 )
 
 // gatewayBin is the gateway binary built once for the whole suite.
@@ -80,7 +81,12 @@ func startGateway(t testing.TB, r *redistest.Server, opts ...gatewayOption) *gat
 		stateDir: filepath.Join(base, "state"),
 		ready:    make(chan struct{}),
 	}
+	// Every gateway ships its events to a syslog collector, and every denial
+	// it logs must arrive there too (checked when the test ends).
+	collector := syslogtest.StartStream(t, "127.0.0.1:0", nil)
+	shipped := collectSyslog(collector)
 	args := []string{"serve",
+		"--syslog", "tcp://" + collector.Addr,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", g.port),
 		"--redis", r.URL(), "--redis-timeout", "1s",
 		"--data-dir", g.dataDir, "--state-dir", g.stateDir,
@@ -88,6 +94,8 @@ func startGateway(t testing.TB, r *redistest.Server, opts ...gatewayOption) *gat
 	for _, o := range opts {
 		args = o(args)
 	}
+	// A test that names its own collector checks it itself.
+	ownCollector := strings.Count(strings.Join(args, " "), "--syslog ") > 1
 	g.cmd = exec.Command(gatewayBin, args...)
 	stdout, err := g.cmd.StdoutPipe()
 	if err != nil {
@@ -109,6 +117,9 @@ func startGateway(t testing.TB, r *redistest.Server, opts ...gatewayOption) *gat
 			_ = g.cmd.Process.Kill()
 			<-done
 		}
+		if events := shipped(); !ownCollector {
+			g.checkShipped(events)
+		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s\ngateway stderr:\n%s", strings.Join(g.logLines(), "\n"), stderr.String())
 		}
@@ -119,6 +130,67 @@ func startGateway(t testing.TB, r *redistest.Server, opts ...gatewayOption) *gat
 		t.Fatalf("gateway not ready within 15s; stderr: %s", stderr.String())
 	}
 	return g
+}
+
+// collectSyslog gathers what a collector receives; the returned function
+// stops gathering and returns the JSON events, decoded.
+func collectSyslog(r *syslogtest.Receiver) func() []event {
+	var mu sync.Mutex
+	var got []event
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m, err := r.Next(100 * time.Millisecond)
+			if err != nil || m.Message == nil {
+				continue
+			}
+			var e event
+			if json.Unmarshal([]byte(*m.Message), &e) == nil {
+				mu.Lock()
+				got = append(got, e)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() []event {
+		// The gateway flushed its queue on shutdown; give the collector a
+		// moment to parse the last frames.
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+// checkShipped fails the test unless every denial in the log also reached
+// the syslog collector with the same action and reason.
+func (g *gateway) checkShipped(shipped []event) {
+	key := func(e event) string {
+		return fmt.Sprint(e["event.action"], "|", e["event.reason"], "|", e["source.port"], "|",
+			e["session.id"], "|", e["token.id"])
+	}
+	have := map[string]int{}
+	for _, e := range shipped {
+		have[key(e)]++
+	}
+	for _, action := range []string{"auth.denied", "command.denied", "source.banned"} {
+		for _, e := range g.events(action) {
+			if have[key(e)] == 0 {
+				g.t.Errorf("denial not shipped to syslog: %s", key(e))
+				continue
+			}
+			have[key(e)]--
+		}
+	}
 }
 
 func (g *gateway) collect(r io.Reader) {

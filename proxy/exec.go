@@ -55,7 +55,8 @@ func (s *Server) handleExec(sess ssh.Session) {
 		return
 	}
 
-	root, err := session.PrepareRoot(s.cfg.DataDir, g.rec.Root, s.cfg.JailUID, s.cfg.JailGID)
+	uid, gid := s.cfg.Jail.RootOwner()
+	root, err := session.PrepareRoot(s.cfg.DataDir, g.rec.Root, uid, gid)
 	if err != nil {
 		s.fail(sess, ev, "prepare root", err)
 		return
@@ -167,7 +168,12 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 	cmd.Stderr = sess.Stderr()
 
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// The child holds its own copies of the extra files (the jail's spec).
+	for _, f := range cmd.ExtraFiles {
+		_ = f.Close()
+	}
+	if err != nil {
 		s.fail(sess, ev, "start rsync", err)
 		return
 	}

@@ -32,8 +32,7 @@ type Config struct {
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 
-	DataDir          string // tokens' roots live below it
-	JailUID, JailGID uint32 // owner of roots the gateway creates
+	DataDir string // tokens' roots live below it
 
 	// LoginGrace bounds the time from TCP accept to a finished login.
 	LoginGrace time.Duration
@@ -198,6 +197,9 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		},
 	}
 	cfg.Ciphers = s.cfg.Ciphers
+	if len(cfg.Ciphers) == 0 {
+		cfg.Ciphers = DefaultCiphers()
+	}
 	return cfg
 }
 

@@ -27,6 +27,11 @@ func main() {
 	if session.IsJailChild() {
 		session.RunJailChild()
 	}
+	// ssh runs SSH_ASKPASS with its prompt as the only argument, not a
+	// subcommand; `gateway sync` marks the ssh it starts so this answers.
+	if isAskpassChild() {
+		runAskpassChild()
+	}
 
 	root := &ffcli.Command{
 		Name:       "gateway",
@@ -38,6 +43,8 @@ func main() {
 			devCommand(),
 			tokenCommand(),
 			banCommand(),
+			syncCommand(),
+			askpassCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

@@ -42,6 +42,8 @@ type serveOptions struct {
 	ops            bool
 	opsListen      string
 	limiter        limiterOptions
+	sinks          sinkOptions
+	name           string
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -67,6 +69,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.ops, "ops", false, "serve /metrics, /healthz and /readyz on --ops-listen")
 	fs.StringVar(&o.opsListen, "ops-listen", "127.0.0.1:9222", "address of the ops listener")
 	o.limiter.register(fs)
+	o.sinks.register(fs)
+	fs.StringVar(&o.name, "name", hostName(), "this gateway's name in events (host.name)")
 	registerRedis(fs, &o.redisURL, &o.redisTimeout)
 }
 
@@ -90,8 +94,9 @@ func newRedis(url string, timeout time.Duration) (*redis.Client, error) {
 	return redis.NewClient(opt), nil
 }
 
-func serveCommand() *ffcli.Command {
-	var o serveOptions
+func serveCommand() *ffcli.Command { return newServeCommand(&serveOptions{}) }
+
+func newServeCommand(o *serveOptions) *ffcli.Command {
 	fs := flag.NewFlagSet("gateway serve", flag.ContinueOnError)
 	o.register(fs)
 	return &ffcli.Command{
@@ -104,7 +109,7 @@ func serveCommand() *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("serve takes no arguments (got %q)", args[0])
 			}
-			return serve(ctx, &o, nil)
+			return serve(ctx, o, nil)
 		},
 	}
 }
@@ -156,6 +161,16 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		return err
 	}
 	m := metrics.New()
+	events.SetHost(o.name)
+	flushSinks, err := o.sinks.attach(events, rdb, o.name, m, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		flushSinks(ctx)
+	}()
 	srv := proxy.New(proxy.Config{
 		Limiter:    limiter,
 		Metrics:    m,
@@ -165,8 +180,6 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		Jail:       jail,
 		Events:     events,
 		DataDir:    dataDir,
-		JailUID:    uint32(o.jailUID),
-		JailGID:    uint32(o.jailGID),
 		LoginGrace: o.loginGrace,
 
 		MaxSessionLifetime: o.maxLifetime,

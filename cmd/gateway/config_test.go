@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Flags beat TOKENGATE_* variables, which beat the config file.
+func TestSettingsPrecedence(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "gateway.conf")
+	err := os.WriteFile(conf, []byte("# comment\nlisten :1111\ndata-dir /from/file\n"+
+		"state-dir /from/file/state\nredis-timeout 7s\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TOKENGATE_DATA_DIR", "/from/env")
+	t.Setenv("TOKENGATE_STATE_DIR", "/from/env/state")
+
+	var o serveOptions
+	cmd := newServeCommand(&o)
+	err = cmd.Parse([]string{"--config", conf, "--state-dir", "/from/flag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.listen != ":1111" || o.redisTimeout != 7*time.Second {
+		t.Errorf("file values not applied: listen %q timeout %v", o.listen, o.redisTimeout)
+	}
+	if o.dataDir != "/from/env" {
+		t.Errorf("data-dir = %q, want the environment's", o.dataDir)
+	}
+	if o.stateDir != "/from/flag" {
+		t.Errorf("state-dir = %q, want the flag's", o.stateDir)
+	}
+}
+
+// A config file with an unknown setting is a clear error, not a silent no-op.
+func TestConfigUnknownSetting(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "gateway.conf")
+	if err := os.WriteFile(conf, []byte("lisen :1111\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var o serveOptions
+	if err := newServeCommand(&o).Parse([]string{"--config", conf}); err == nil {
+		t.Fatal("a misspelt setting was accepted")
+	}
+}
