@@ -44,6 +44,7 @@ func Askpass(ctx context.Context, prompt string, getenv func(string) string,
 	}
 
 	if dir := getenv(EnvAskpass); dir != "" && !firstAnswer(dir, os.Getppid()) {
+		noteRefused(dir, os.Getppid())
 		stopAsking(os.Getppid())
 		return errors.New("askpass: the gateway refused the token; " +
 			"not sending it again on this connection")
@@ -110,18 +111,51 @@ func tokenFromEnv(ctx context.Context, getenv func(string) string,
 		" or " + EnvTokenFile)
 }
 
+// askpass's notes in sync's private directory: one file per ssh process.
+const (
+	answeredNote = "answered-"
+	refusedNote  = "refused-"
+)
+
 // firstAnswer notes in dir that the ssh process parent got its answer and
 // reports whether this is the first time. A refused login makes ssh ask
 // again; a second answer could only repeat a token the gateway refused.
 func firstAnswer(dir string, parent int) bool {
-	name := "answered-" + strconv.Itoa(parent) + "-" + processStart(parent)
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, answeredNote+processName(parent)),
+		os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		// Without its notes askpass answers as a plain askpass would.
 		return !errors.Is(err, os.ErrExist)
 	}
 	_ = f.Close()
 	return true
+}
+
+// noteRefused tells sync that the gateway refused a login on this ssh:
+// ssh asks again only then. sync reads it when ssh does not show the
+// gateway's banner (ssh -q, or a LogLevel above INFO).
+func noteRefused(dir string, parent int) {
+	f, err := os.OpenFile(filepath.Join(dir, refusedNote+processName(parent)),
+		os.O_CREATE|os.O_WRONLY, 0o600)
+	if err == nil {
+		_ = f.Close()
+	}
+}
+
+// takeRefusedLogins reports whether askpass noted a refused login in dir
+// since the last call, and clears the notes.
+func takeRefusedLogins(dir string) bool {
+	notes, _ := filepath.Glob(filepath.Join(dir, refusedNote+"*"))
+	for _, n := range notes {
+		_ = os.Remove(n)
+	}
+	return len(notes) > 0
+}
+
+// processName names one process even if its pid is reused: the pid and
+// the process's start time, when it can be read.
+func processName(pid int) string {
+	return strconv.Itoa(pid) + "-" + processStart(pid)
 }
 
 // processStart is the start time of pid, which with the pid names one

@@ -52,13 +52,17 @@ type outcome struct {
 	words   string   // the gateway's last other "tokengate:" words
 }
 
-// runChild runs argv with env, passing its stdio through while its stderr
-// is watched for the gateway's refusals. The error is set only when argv
-// could not be started.
-func runChild(ctx context.Context, argv, env []string, stdin io.Reader,
-	stdout, stderr io.Writer) (outcome, error) {
+// hiddenRefusal stands for a refusal whose banner ssh did not print.
+const hiddenRefusal = "the gateway refused the login; ssh did not show why " +
+	"(ssh -q, or a LogLevel above INFO, hides the gateway's banner)"
+
+// runChild runs argv with token in its environment, passing its stdio
+// through while its stderr is watched for the gateway's refusals. The
+// error is set only when argv could not be started.
+func runChild(ctx context.Context, argv []string, env tokenEnv, token string,
+	stdin io.Reader, stdout, stderr io.Writer) (outcome, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
+	cmd.Env = env.with(token)
 	cmd.Stdin, cmd.Stdout = stdin, stdout
 	watch := newStderrWatch(stderr)
 	cmd.Stderr = watch
@@ -73,6 +77,10 @@ func runChild(ctx context.Context, argv, env []string, stdin io.Reader,
 	}
 	out := outcome{status: exitStatus(cmd.ProcessState)}
 	out.refusal, out.words = watch.result()
+	// askpass notes a refused login even when ssh keeps the banner to itself.
+	if takeRefusedLogins(env.state) && out.refusal == nil && out.words == "" {
+		out.refusal = &Refusal{Words: hiddenRefusal}
+	}
 	return out, nil
 }
 

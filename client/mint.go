@@ -28,6 +28,7 @@ type refusedError struct {
 	refusal Refusal
 	issuer  bool
 	again   bool
+	status  int // the refused child's exit status; 0 when none ran
 }
 
 func (e *refusedError) Error() string {
@@ -85,7 +86,7 @@ func (m *minter) token(ctx context.Context) (string, error) {
 	argv := m.remote.Command("token", "issue", "--ttl", m.mint.TTL.String(),
 		"--scope", m.mint.Scopes, "--json")
 	reply := &cappedBuffer{max: maxTokenOutput}
-	out, err := runChild(ctx, argv, m.env.with(issuer), nil, reply, m.stderr)
+	out, err := runChild(ctx, argv, m.env, issuer, nil, reply, m.stderr)
 	if err != nil {
 		return "", &finalError{status: 1, message: fmt.Sprintf(
 			"sync: could not run %s to mint a token: %v", argv[0], err)}
@@ -94,7 +95,7 @@ func (m *minter) token(ctx context.Context) (string, error) {
 	case out.status != 0 && out.refusal != nil:
 		r := withID(*out.refusal, issuer)
 		m.refused[issuer] = r
-		return "", &refusedError{refusal: r, issuer: true}
+		return "", &refusedError{refusal: r, issuer: true, status: out.status}
 	case out.status != 0 && out.words != "":
 		return "", &finalError{status: out.status, message: fmt.Sprintf(
 			"sync: ALERT: the gateway would not mint a token (%s); "+

@@ -91,7 +91,7 @@ func (j *Job) run(ctx context.Context, source Source, args []string, env tokenEn
 	var (
 		refused  = map[string]Refusal{}
 		last     error // why the last try failed
-		status   = 1   // the last child's exit status
+		status   = 1   // the last failed child's exit status
 		tries    int
 		refusals int
 	)
@@ -119,6 +119,9 @@ func (j *Job) run(ctx context.Context, source Source, args []string, env tokenEn
 		case errors.As(err, &refusal):
 			last = err
 			refusals++
+			if refusal.status != 0 {
+				status = refusal.status
+			}
 			continue
 		case err != nil:
 			last = err
@@ -130,7 +133,7 @@ func (j *Job) run(ctx context.Context, source Source, args []string, env tokenEn
 			continue
 		}
 
-		out, err := runChild(ctx, append([]string{j.Rsync}, args...), env.with(token),
+		out, err := runChild(ctx, append([]string{j.Rsync}, args...), env, token,
 			j.Stdin, j.Stdout, j.Stderr)
 		if err != nil {
 			return fmt.Errorf("sync: starting rsync: %w", err)

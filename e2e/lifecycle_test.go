@@ -287,3 +287,61 @@ func jailProcesses(t *testing.T) int {
 	}
 	return n
 }
+
+// A push cut by revocation leaves the original file whole under its name
+// and no temporary file behind.
+func TestRevokedPushKeepsOriginal(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r)
+	original := randomBytes(t, 1<<20)
+	g.seed("p", map[string]string{"blob.bin": original})
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"blob.bin": randomBytes(t, 8<<20)})
+	tok := g.createToken("p", "write", time.Hour)
+	id := tokenID(t, tok)
+
+	sshCmd := "sshpass -e ssh " + strings.Join(g.sshOpts(), " ")
+	cmd := exec.Command("rsync", "-a", "--bwlimit=512", "-e", sshCmd, src+"/blob.bin", g.remote("blob.bin"))
+	cmd.Env = append(os.Environ(), "SSHPASS="+tok)
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, cmd) }()
+	waitSessionStart(g, id)
+	if out, err := exec.Command(gatewayBin, "token", "revoke", "--redis", r.URL(), id).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if res := <-done; res.code == 0 {
+		t.Fatal("push finished although its token was revoked")
+	}
+	g.waitEvent("session.end", map[string]string{"token.id": id})
+	got := readTree(t, g.root("p"))
+	if len(got) != 1 || got["blob.bin"] != original {
+		t.Fatalf("after the cut the root holds %v; want only the untouched original", keys(got))
+	}
+}
+
+// A session that moves nothing for --idle-timeout is cut.
+func TestIdleSessionIsCut(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r, withArgs("--idle-timeout", "1s"))
+	g.seed("i", map[string]string{"f": "f\n"})
+	tok := g.createToken("i", "read", time.Hour)
+
+	args := append([]string{"-e", "ssh"}, g.sshOpts()...)
+	args = append(args, "tester@127.0.0.1", "rsync --server --sender -e.LsfxCIvu . f")
+	cmd := exec.Command("sshpass", args...)
+	cmd.Env = append(os.Environ(), "SSHPASS="+tok)
+	stdin, err := cmd.StdinPipe() // held open and silent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	start := time.Now()
+	res := runCmd(t, cmd)
+	if res.code == 0 || !strings.Contains(res.stderr, "tokengate: session idle for 1s") {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("idle session lasted %v", took)
+	}
+	g.waitEvent("session.end", map[string]string{"event.reason": "session_cut"})
+}

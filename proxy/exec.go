@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -178,17 +179,23 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 		return
 	}
 
-	var (
-		cutOnce sync.Once
-		cutMsg  string
-	)
-	kill := func() { _ = cmd.Process.Kill() }
-	live := &liveSession{id: ev.SessionID, tokenID: ev.TokenID, cut: func(msg string) {
-		cutOnce.Do(func() {
-			cutMsg = msg
-			_, _ = io.WriteString(sess.Stderr(), "tokengate: "+msg+"\n")
-			kill()
+	// Ending rsync: SIGTERM first, so it removes its temporary file rather
+	// than leave a half-written one beside the original; SIGKILL after a
+	// grace period in case it does not. rsync is PID 1 of its namespace, so
+	// its death takes every other process of the jail with it.
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			time.AfterFunc(stopGrace, func() { _ = cmd.Process.Kill() })
 		})
+	}
+	var cutMsg atomic.Pointer[string]
+	live := &liveSession{id: ev.SessionID, tokenID: ev.TokenID, cut: func(msg string) {
+		if cutMsg.CompareAndSwap(nil, &msg) {
+			_, _ = io.WriteString(sess.Stderr(), "tokengate: "+msg+"\n")
+			stop()
+		}
 	}}
 	s.live.add(live)
 	defer s.live.remove(live)
@@ -217,14 +224,27 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 		defer expiry.Stop()
 	}
 
-	// The client going away (TCP closed) ends rsync at once.
+	// The client going away (TCP closed) ends rsync at once; a session
+	// that moves no byte either way for IdleTimeout is cut.
+	var lastActive atomic.Int64
+	lastActive.Store(time.Now().UnixNano())
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
-		select {
-		case <-sess.Context().Done():
-			kill()
-		case <-done:
+		tick := time.NewTicker(idleCheckEvery(s.cfg.IdleTimeout))
+		defer tick.Stop()
+		for {
+			select {
+			case <-sess.Context().Done():
+				stop()
+				return
+			case <-done:
+				return
+			case now := <-tick.C:
+				if now.Sub(time.Unix(0, lastActive.Load())) >= s.cfg.IdleTimeout {
+					live.cut("session idle for " + s.cfg.IdleTimeout.String())
+				}
+			}
 		}
 	}()
 
@@ -239,13 +259,14 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 				return
 			}
 		}
-		bytesIn = copyCounting(stdin, sess)
+		bytesIn = copyCounting(stdin, sess, &lastActive)
 	}()
-	bytesOut = copyCounting(sess, stdout)
+	bytesOut = copyCounting(sess, stdout, &lastActive)
 	waitErr := cmd.Wait()
 
 	code := exitCode(cmd, waitErr)
-	if cutMsg != "" {
+	cut := cutMsg.Load()
+	if cut != nil {
 		code = ExitDenied
 	}
 	// Closing the channel ends the stdin pump's read.
@@ -259,9 +280,9 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 	if code != 0 {
 		end.Outcome = "failure"
 	}
-	if cutMsg != "" {
+	if cut != nil {
 		end.Reason = audit.ReasonSessionCut
-		end.Message = "session cut: " + cutMsg
+		end.Message = "session cut: " + *cut
 	}
 	end.Fields = map[string]any{
 		"rsync.direction": direction,
@@ -277,11 +298,41 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 // copyCounting copies until EOF or error and returns the bytes moved. The
 // buffer is large because rsync streams big blocks and each SSH channel
 // write is a packet; fewer, larger writes cost less.
-func copyCounting(dst io.Writer, src io.Reader) int64 {
+func copyCounting(dst io.Writer, src io.Reader, active *atomic.Int64) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	n, _ := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-	return n
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			active.Store(time.Now().UnixNano())
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil || w < n {
+				return total
+			}
+		}
+		if rerr != nil {
+			return total
+		}
+	}
+}
+
+// stopGrace is how long rsync gets to clean up after SIGTERM.
+const stopGrace = time.Second
+
+// idleCheckEvery is how often the idle timer looks: often enough that a
+// session is cut within a few percent of the timeout.
+func idleCheckEvery(idle time.Duration) time.Duration {
+	every := idle / 20
+	if every < 100*time.Millisecond {
+		every = 100 * time.Millisecond
+	}
+	if every > time.Minute {
+		every = time.Minute
+	}
+	return every
 }
 
 func exitCode(cmd *exec.Cmd, waitErr error) int {

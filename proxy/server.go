@@ -49,6 +49,8 @@ type Config struct {
 
 	// MaxSessionLifetime bounds every session, whatever its token's expiry.
 	MaxSessionLifetime time.Duration
+	// IdleTimeout cuts a session that moves no byte either way this long.
+	IdleTimeout time.Duration
 	// CutOnExpiry ends live sessions when their token expires, as a
 	// revocation does. By default a session authorised before the expiry
 	// runs on, bounded by MaxSessionLifetime.
@@ -62,6 +64,7 @@ type Config struct {
 // Defaults for Config's zero values.
 const (
 	DefaultMaxSessionLifetime = 24 * time.Hour
+	DefaultIdleTimeout        = time.Hour
 	DefaultWarnFraction       = 0.2
 	DefaultWarnMax            = 72 * time.Hour
 	DefaultLoginGrace         = 30 * time.Second
@@ -107,6 +110,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxSessionLifetime <= 0 {
 		cfg.MaxSessionLifetime = DefaultMaxSessionLifetime
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.WarnFraction <= 0 {
 		cfg.WarnFraction = DefaultWarnFraction

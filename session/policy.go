@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/tokengate/tokengate/audit"
@@ -74,16 +75,15 @@ func authorize(inv *Invocation, scopes auth.Scope) (*Plan, *audit.Denial) {
 	// handed to rsync the -s way, with the wildcards in rsync's own syntax.
 	// Not with --iconv: rsync would then also convert the names' charset.
 	stdinMode := inv.Protected
-	if !stdinMode && inv.Direction == DirectionPull && !hasIconv(inv) {
+	if !stdinMode && inv.Direction == DirectionPull && !hasIconv(inv) &&
+		slices.ContainsFunc(inv.paths, func(w shellWord) bool { return w.glob }) {
+		// Every path then goes through rsync's matching, so each one is
+		// written in its syntax, quoted wildcards escaped.
 		for i, w := range inv.paths {
-			if w.glob {
-				paths[i] = globPattern(w, paths[i])
-				stdinMode = true
-			}
+			paths[i] = globPattern(w, paths[i])
 		}
-		if stdinMode {
-			head = append(head, "-s")
-		}
+		head = append(head, "-s")
+		stdinMode = true
 	}
 
 	// The client's own --munge-links, if any, was dropped while parsing; this
@@ -218,6 +218,11 @@ func approveValue(opt option, dest string) (string, *audit.Denial) {
 		return mapDestDir(v, opt.tilde, dest)
 	case valueFilesFrom:
 		return mapFilesFrom(v, opt.tilde)
+	case valueCharset:
+		if !knownCharset(v) {
+			return "", valueDenial(opt)
+		}
+		return v, nil
 	case valueLogFormat:
 		switch v {
 		case "X", "%i", "%i%I", "%o":
@@ -239,12 +244,15 @@ func valueFits(kind valueKind, v string) bool {
 	limit, allowed := 1024, func(c byte) bool { return c >= ' ' && c != 0x7f }
 	switch kind {
 	case valueNumber:
+		if !strings.ContainsAny(v, "0123456789") {
+			return false
+		}
 		limit, allowed = 32, func(c byte) bool { return isAlnum(c) || strings.IndexByte(".+-", c) >= 0 }
 	case valueFlagWords:
 		limit, allowed = 512, func(c byte) bool { return isAlnum(c) || c == ',' || c == '_' }
 	case valueNames:
 		limit, allowed = 128, func(c byte) bool {
-			return isAlnum(c) || strings.IndexByte("._:,+-/@", c) >= 0
+			return isAlnum(c) || strings.IndexByte("._:,+-", c) >= 0
 		}
 	case valueSuffix:
 		if strings.IndexByte(v, '/') >= 0 {
@@ -286,4 +294,29 @@ func encodeNulList(args []string) []byte {
 		buf = append(buf, 0)
 	}
 	return append(buf, 0)
+}
+
+// knownCharset accepts the --iconv charsets that agree with ASCII on every
+// byte below 0x80, and none of iconv's "//TRANSLIT"-style suffixes. With -s,
+// rsync converts the argument list with this charset after the policy has
+// checked it; a charset such as UTF-7 or an EBCDIC page could turn bytes that
+// passed as a plain name into "../" there.
+func knownCharset(v string) bool {
+	if v == "." || v == "-" {
+		return true
+	}
+	for _, name := range strings.Split(v, ",") {
+		n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		ok := n == "utf8" || n == "utf-8" || n == "ascii" || n == "us-ascii"
+		for _, prefix := range []string{"iso-8859-", "iso8859-", "latin", "cp125", "windows-125"} {
+			if rest, found := strings.CutPrefix(n, prefix); found && rest != "" &&
+				len(rest) <= 2 && strings.Trim(rest, "0123456789") == "" {
+				ok = true
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

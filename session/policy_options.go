@@ -4,17 +4,18 @@ package session
 type valueKind int
 
 const (
-	valueNone       valueKind = iota
-	valueNumber               // counts, sizes, seconds, levels: "5", "-1", "1.5G"
-	valueFlagWords            // --info/--debug: "progress2,name1"
-	valueNames                // algorithm and charset names: "xxh128", "zstd", "latin1"
-	valueText                 // free text that is never a path: --usermap, --skip-compress
-	valueSuffix               // --suffix: text without "/", or a backup could land anywhere
-	valueLogFormat            // --log-format: only the few values clients send
-	valuePartialDir           // relative to each file's directory
-	valueDestDir              // relative to the destination directory
-	valueFilesFrom            // "-" (the client's list) or a file inside the root
-	valueCapabilities         // the tail of "e" in a short cluster, never a command
+	valueNone         valueKind = iota
+	valueNumber                 // counts, sizes, seconds, levels: "5", "-1", "1.5G"
+	valueFlagWords              // --info/--debug: "progress2,name1"
+	valueNames                  // algorithm names: "xxh128", "zstd"
+	valueCharset                // --iconv: charsets that keep "." and "/" what they are
+	valueText                   // free text that is never a path: --usermap, --skip-compress
+	valueSuffix                 // --suffix: text without "/", or a backup could land anywhere
+	valueLogFormat              // --log-format: only the few values clients send
+	valuePartialDir             // relative to each file's directory
+	valueDestDir                // relative to the destination directory
+	valueFilesFrom              // "-" (the client's list) or a file inside the root
+	valueCapabilities           // the tail of "e" in a short cluster, never a command
 )
 
 // role marks the options that change how the command line itself is read.
@@ -120,7 +121,7 @@ func init() {
 	add(optionSpec{value: valueFlagWords}, "debug")
 	add(optionSpec{value: valueNames}, "checksum-choice", "cc")
 	add(optionSpec{value: valueNames}, "compress-choice", "zc")
-	add(optionSpec{value: valueNames}, "iconv")
+	add(optionSpec{value: valueCharset}, "iconv")
 	add(optionSpec{value: valueNames}, "stderr")
 	add(optionSpec{value: valueText}, "skip-compress")
 	add(optionSpec{value: valueText}, "usermap")

@@ -78,7 +78,7 @@ var acceptCases = []acceptCase{
 		want: []string{"-lHogDtpAXre.iLsfxCIvu", "--munge-links", "--", ".", "dst"}},
 	{client: "rsync -a --delete src/ gw:dst",
 		raw: `rsync --server -logDtpre.iLsfxCIvu --delete . dst`, scopes: scopeAll,
-		want: []string{"-logDtpre.iLsfxCIvu", "--delete", "--munge-links", "--", ".", "dst"},
+		want:    []string{"-logDtpre.iLsfxCIvu", "--delete", "--munge-links", "--", ".", "dst"},
 		deletes: true},
 	{client: "rsync -a --delete gw:src/ dst (a pull sends no --delete)",
 		raw:  `rsync --server --sender -logDtpre.iLsfxCIvu . src/`,
@@ -170,7 +170,7 @@ var acceptCases = []acceptCase{
 		want: []string{"-blogDtpre.iLsfxCIvu", "--suffix=*~", "--munge-links",
 			"--", ".", "dst"}},
 	{client: "rsync --mkpath src/ gw:'~/x/' (the ~ is the root)",
-		raw: `rsync --server -e.LsfxCIvu --mkpath . ~/x/`,
+		raw:  `rsync --server -e.LsfxCIvu --mkpath . ~/x/`,
 		want: []string{"-e.LsfxCIvu", "--mkpath", "--munge-links", "--", ".", "x/"}},
 	{client: "rsync src/ gw:~",
 		raw:  `rsync --server -e.LsfxCIvu . ~`,
@@ -193,10 +193,18 @@ var acceptCases = []acceptCase{
 		raw:   `rsync --server --sender -e.LsfxCIvu . 'a*b'/[x]* 'c\d'`,
 		want:  []string{"--sender", "-e.LsfxCIvu", "-s", "--munge-links"},
 		stdin: "rsync\x00--munge-links\x00--\x00.\x00a\\*b/[x]*\x00c\\d\x00\x00"},
+	{client: `rsync gw:'src/* "lit*"' dst: once one path is matched, all are`,
+		raw:   `rsync --server --sender -e.LsfxCIvu . src/* 'lit*'`,
+		want:  []string{"--sender", "-e.LsfxCIvu", "-s", "--munge-links"},
+		stdin: "rsync\x00--munge-links\x00--\x00.\x00src/*\x00lit\\*\x00\x00"},
+	{client: "rsync --iconv=utf8,ISO-8859-15 gw:'*' dst: no wildcard without -s",
+		raw: `rsync --server --sender -e.LsfxCIvu --iconv=ISO-8859-15 . *`,
+		want: []string{"--sender", "-e.LsfxCIvu", "--iconv=ISO-8859-15", "--munge-links",
+			"--", ".", "*"}},
 
 	// 3.2.3 and older send paths unescaped, leaving quoting to the user.
 	{client: "rsync 3.2.3: rsync -av src/ gw:'dst dir/'",
-		raw: `rsync --server -vlogDtpre.iLsfxC . 'dst dir/'`,
+		raw:  `rsync --server -vlogDtpre.iLsfxC . 'dst dir/'`,
 		want: []string{"-vlogDtpre.iLsfxC", "--munge-links", "--", ".", "dst dir/"}},
 	{client: `rsync 3.2.3: rsync -a gw:'"src/a b" c' dst`,
 		raw: `rsync --server --sender -logDtpre.iLsfxC . "src/a b" c`,
@@ -209,7 +217,7 @@ var acceptCases = []acceptCase{
 
 	// openrsync sends one option a word.
 	{client: "openrsync -rlt gw:src dst",
-		raw: `rsync --server --sender -l -r -t . src`,
+		raw:  `rsync --server --sender -l -r -t . src`,
 		want: []string{"--sender", "-l", "-r", "-t", "--munge-links", "--", ".", "src"}},
 	{client: "openrsync -a --delete --numeric-ids src/ gw:dst",
 		raw:    `rsync --server --delete --numeric-ids -g -l -o -p -D -r -t -v . dst`,
@@ -479,6 +487,14 @@ var refuseCases = []refuseCase{
 		reason: audit.ReasonArgumentInvalid},
 	{name: "suffix with a slash", raw: `rsync --server -be.LsfxCIvu --suffix=/../x . dst`,
 		reason: audit.ReasonArgumentInvalid},
+	{name: "iconv that can forge dots", raw: `rsync --server -se.LsfxCIvu --iconv=UTF-7`,
+		list:   "rsync\x00.\x00+AC4ALgAv-etc\x00\x00",
+		reason: audit.ReasonArgumentInvalid, message: "--iconv"},
+	{name: "iconv transliteration",
+		raw:    `rsync --server -e.LsfxCIvu --iconv=latin1//TRANSLIT . dst`,
+		reason: audit.ReasonArgumentInvalid},
+	{name: "iconv EBCDIC", raw: `rsync --server -e.LsfxCIvu --iconv=cp037 . dst`,
+		reason: audit.ReasonArgumentInvalid},
 	{name: "debug with odd bytes", raw: `rsync --server -e.LsfxCIvu --debug='all;x' . dst`,
 		reason: audit.ReasonArgumentInvalid},
 	{name: "number that is not", raw: `rsync --server -e.LsfxCIvu --timeout='5 /x' . dst`,
@@ -649,7 +665,8 @@ func TestMapArgPath(t *testing.T) {
 			t.Errorf("mapArgPath(%q) = %q, %v; want %q", tc.text, got, denial, tc.want)
 		}
 	}
-	for _, bad := range []string{"..", "../x", "/..", "/../x", "a/../../b", "./../x", "a/b/../../.."} {
+	bad := []string{"..", "../x", "/..", "/../x", "a/../../b", "./../x", "a/b/../../.."}
+	for _, bad := range bad {
 		if got, denial := mapArgPath(shellWord{text: bad}); denial == nil ||
 			denial.Reason != audit.ReasonPathOutsideRoot {
 			t.Errorf("mapArgPath(%q) = %q, %v; want path_outside_root", bad, got, denial)

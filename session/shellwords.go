@@ -13,7 +13,7 @@ type shellWord struct {
 	// would expand to the login's home, which for a token is its root.
 	tilde bool
 	// glob is set when the word holds an unquoted *, ? or [ that a shell
-	// would expand. escaped is then the text with every quoted *, ?, [ and
+	// would expand. escaped is the text with every quoted *, ?, [ and
 	// backslash escaped, the form rsync's own glob matching reads.
 	glob    bool
 	escaped string
@@ -44,11 +44,8 @@ func splitShellWords(raw string) ([]shellWord, *audit.Denial) {
 	)
 	endWord := func() {
 		if inWord {
-			w := shellWord{text: cur.String(), tilde: tilde, glob: glob}
-			if glob {
-				w.escaped = esc.String()
-			}
-			words = append(words, w)
+			words = append(words, shellWord{text: cur.String(), tilde: tilde, glob: glob,
+				escaped: esc.String()})
 		}
 		cur.Reset()
 		esc.Reset()

@@ -36,6 +36,7 @@ type serveOptions struct {
 	loginGrace     time.Duration
 	recheck        time.Duration
 	maxLifetime    time.Duration
+	idleTimeout    time.Duration
 	cutOnExpiry    bool
 	warnFraction   float64
 	warnMax        time.Duration
@@ -60,6 +61,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		"how often live sessions' tokens are re-checked in Redis")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxSessionLifetime,
 		"no session runs longer than this")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout,
+		"cut a session that moves no byte either way for this long")
 	fs.BoolVar(&o.cutOnExpiry, "cut-on-expiry", false,
 		"end live sessions when their token expires (default: they run on, up to --max-session-lifetime)")
 	fs.Float64Var(&o.warnFraction, "expiry-warning-fraction", proxy.DefaultWarnFraction,
@@ -183,6 +186,7 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		LoginGrace: o.loginGrace,
 
 		MaxSessionLifetime: o.maxLifetime,
+		IdleTimeout:        o.idleTimeout,
 		CutOnExpiry:        o.cutOnExpiry,
 		WarnFraction:       o.warnFraction,
 		WarnMax:            o.warnMax,
