@@ -69,16 +69,8 @@ func authorize(inv *Invocation, scopes auth.Scope) (*Plan, *audit.Denial) {
 		}
 	}
 
-	// rsync expands wildcards in its arguments only when it reads them from
-	// stdin, as for -s; otherwise it counts on the remote shell, which the
-	// gateway does not run. So a pull whose paths hold unquoted wildcards is
-	// handed to rsync the -s way, with the wildcards in rsync's own syntax.
-	// Not with --iconv: rsync would then also convert the names' charset.
 	stdinMode := inv.Protected
-	if !stdinMode && inv.Direction == DirectionPull && !hasIconv(inv) &&
-		slices.ContainsFunc(inv.paths, func(w shellWord) bool { return w.glob }) {
-		// Every path then goes through rsync's matching, so each one is
-		// written in its syntax, quoted wildcards escaped.
+	if !stdinMode && needsRsyncGlob(inv) {
 		for i, w := range inv.paths {
 			paths[i] = globPattern(w, paths[i])
 		}
@@ -101,13 +93,21 @@ func authorize(inv *Invocation, scopes auth.Scope) (*Plan, *audit.Denial) {
 	return plan, nil
 }
 
-func hasIconv(inv *Invocation) bool {
+// needsRsyncGlob reports a pull whose paths hold unquoted wildcards. rsync
+// expands wildcards in its arguments only when it reads them from stdin, as
+// for -s; otherwise it counts on the remote shell, which the gateway does not
+// run. Such a pull is handed to rsync the -s way, every path in rsync's glob
+// syntax. Not with --iconv, under which rsync would also convert the names.
+func needsRsyncGlob(inv *Invocation) bool {
+	if inv.Direction != DirectionPull {
+		return false
+	}
 	for _, opt := range inv.options {
-		if opt.spec == longOptions["iconv"] {
-			return true
+		if opt.spec.value == valueCharset {
+			return false
 		}
 	}
-	return false
+	return slices.ContainsFunc(inv.paths, func(w shellWord) bool { return w.glob })
 }
 
 // checkDirection asks for the scope the direction needs.

@@ -45,6 +45,7 @@ type serveOptions struct {
 	limiter        limiterOptions
 	sinks          sinkOptions
 	name           string
+	proxyFrom      string
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -74,6 +75,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	o.limiter.register(fs)
 	o.sinks.register(fs)
 	fs.StringVar(&o.name, "name", hostName(), "this gateway's name in events (host.name)")
+	fs.StringVar(&o.proxyFrom, "proxy-protocol-from", "",
+		"comma-separated networks of load balancers that must send a PROXY protocol header")
 	registerRedis(fs, &o.redisURL, &o.redisTimeout)
 }
 
@@ -191,9 +194,16 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		WarnFraction:       o.warnFraction,
 		WarnMax:            o.warnMax,
 	})
+	trusted, err := parseNetworks(o.proxyFrom)
+	if err != nil {
+		return fmt.Errorf("--proxy-protocol-from: %w", err)
+	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
+	}
+	if len(trusted) > 0 {
+		ln = proxy.TrustProxyHeaders(ln, trusted, o.loginGrace)
 	}
 
 	feedCtx, stopFeed := context.WithCancel(ctx)
