@@ -247,7 +247,9 @@ func TestExpiryWarning(t *testing.T) {
 // A killed client leaves no rsync behind.
 func TestKilledClientLeavesNothing(t *testing.T) {
 	r := redistest.Start(t)
-	g := startGateway(t, r)
+	// A uid of its own, so that no other gateway's rsync is counted.
+	const uid = 64123
+	g := startGateway(t, r, withArgs("--jail-uid", itoa(uid), "--jail-gid", itoa(uid)))
 	g.seed("k", map[string]string{"blob.bin": randomBytes(t, 8<<20)})
 	tok := g.createToken("k", "read", time.Hour)
 	done, cmd := startSlowPull(t, g, tok, "blob.bin")
@@ -258,7 +260,7 @@ func TestKilledClientLeavesNothing(t *testing.T) {
 	<-done
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		n := jailProcesses(t)
+		n := processesOf(uid)
 		if n == 0 {
 			break
 		}
@@ -270,8 +272,8 @@ func TestKilledClientLeavesNothing(t *testing.T) {
 	g.waitEvent("session.end", map[string]string{"token.id": tokenID(t, tok)})
 }
 
-// jailProcesses counts processes running as the jail uid.
-func jailProcesses(t *testing.T) int {
+// processesOf counts processes running as uid.
+func processesOf(uid int) int {
 	entries, _ := filepath.Glob("/proc/[0-9]*/status")
 	n := 0
 	for _, p := range entries {
@@ -280,7 +282,7 @@ func jailProcesses(t *testing.T) int {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "Uid:") && strings.Fields(line)[1] == itoa(jailUID) {
+			if strings.HasPrefix(line, "Uid:") && strings.Fields(line)[1] == itoa(uid) {
 				n++
 			}
 		}

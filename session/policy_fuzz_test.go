@@ -116,7 +116,7 @@ func checkPlan(t *testing.T, plan *Plan, protected bool) {
 		if protected {
 			t.Fatalf("an -s invocation came back without its list: %q", argv)
 		}
-		i := indexOf(opts, "--")
+		i := wordIndex(opts, "--")
 		if i < 0 || i+1 >= len(opts) || opts[i+1] != "." {
 			t.Fatalf("argv lacks -- . before its paths: %q", argv)
 		}
@@ -129,18 +129,18 @@ func checkPlan(t *testing.T, plan *Plan, protected bool) {
 			t.Fatalf("a stdin list without -s in argv: %q", argv)
 		}
 		list := decodeNulList(t, plan.Stdin)
-		i := indexOf(list, "--")
+		i := wordIndex(list, "--")
 		if i < 0 || i+1 >= len(list) || list[i+1] != "." {
 			t.Fatalf("stdin list lacks -- . before its paths: %q", list)
 		}
 		opts = append(opts, list[:i]...)
 		paths = list[i+2:]
-		if indexOf(list[:i], "--munge-links") < 0 {
+		if wordIndex(list[:i], "--munge-links") < 0 {
 			t.Fatalf("stdin list lacks --munge-links: %q", list)
 		}
 	}
 
-	if indexOf(opts, "--munge-links") < 0 {
+	if wordIndex(opts, "--munge-links") < 0 {
 		t.Fatalf("argv lacks --munge-links: %q", argv)
 	}
 	for _, o := range opts {
@@ -212,21 +212,20 @@ func checkOptionPath(t *testing.T, name, value string, argv []string) {
 	}
 }
 
-// climbsOutAnyway is a second, deliberately blunt reading of "leaves the
-// root": with glob escapes removed, does any prefix of the path resolve above
-// its start?
+// climbsOutAnyway is a second reading of "leaves the root": does any prefix
+// of the path resolve above its start? Backslashes count as part of a name:
+// rsync reads a component without wildcards literally, and its own glob
+// matching never yields "." or "..", so "\.." is a name, not a way up.
 func climbsOutAnyway(p string) bool {
-	for _, form := range []string{p, strings.ReplaceAll(p, `\`, "")} {
-		depth := 0
-		for _, part := range strings.Split(form, "/") {
-			if part == ".." {
-				depth--
-			} else if part != "" && part != "." {
-				depth++
-			}
-			if depth < 0 {
-				return true
-			}
+	depth := 0
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			depth--
+		} else if part != "" && part != "." {
+			depth++
+		}
+		if depth < 0 {
+			return true
 		}
 	}
 	return false
@@ -265,7 +264,7 @@ func decodeNulList(t *testing.T, b []byte) []string {
 	return parts[1:]
 }
 
-func indexOf(list []string, s string) int {
+func wordIndex(list []string, s string) int {
 	for i, v := range list {
 		if v == s {
 			return i
