@@ -53,7 +53,8 @@ func TestAskpassSources(t *testing.T) {
 		{"file", env{EnvTokenFile: goodFile}, fileTok, ""},
 		{"file others can read", env{EnvTokenFile: openFile}, "",
 			"refusing TOKENGATE_TOKEN_FILE: token file " + openFile + " has mode 0644"},
-		{"failing cmd", env{EnvTokenCmd: "exit 4"}, "", "TOKENGATE_TOKEN_CMD failed: exit status 4"},
+		{"failing cmd", env{EnvTokenCmd: "exit 4"}, "",
+			"TOKENGATE_TOKEN_CMD failed: exit status 4"},
 		{"junk", env{EnvToken: "hunter2"}, "", "TOKENGATE_TOKEN gave something that is not"},
 		{"nothing", env{}, "", "no token: set TOKENGATE_TOKEN"},
 	}
@@ -64,7 +65,8 @@ func TestAskpassSources(t *testing.T) {
 				&stdout, &stderr)
 			if c.want != "" {
 				if err != nil || stdout.String() != c.want+"\n" {
-					t.Fatalf("printed %q, err %v; want the token and a newline", stdout.String(), err)
+					t.Fatalf("printed %q, err %v; want the token and a newline",
+						stdout.String(), err)
 				}
 				return
 			}
@@ -134,10 +136,11 @@ func TestAskpassAnswersOnce(t *testing.T) {
 }
 
 func TestProcessStart(t *testing.T) {
-	if processStart(os.Getpid()) == "" {
-		t.Fatal("no start time for this process")
+	first := processStart(os.Getpid())
+	if first == "" || processStart(os.Getpid()) != first {
+		t.Fatalf("start time %q is missing or changes", first)
 	}
-	if processStart(os.Getpid()) != processStart(os.Getpid()) {
-		t.Fatal("start time changed")
+	if processStart(1<<30) != "" {
+		t.Fatal("a start time for a process that does not exist")
 	}
 }

@@ -25,11 +25,13 @@ func TestParseRefusal(t *testing.T) {
 		{"tokengate: token 3k9w0c2hx1ab lacks write scope", false, ""},
 		{"tokengate: warning: token 3k9w0c2hx1ab expires in 9m (2026-12-05T07:14:00Z)", false, ""},
 		{"tokengate: the authentication backend is unavailable; try again shortly", false, ""},
-		{"tokengate: too many failed attempts with token 3k9w0c2hx1ab; try again later", false, ""},
+		{"tokengate: too many failed attempts with token 3k9w0c2hx1ab; try again later",
+			false, ""},
 		{"tokengate: token 3k9w0c2hx1ab expires at 2026-12-05T07:14:00Z; " +
 			"a token it issues cannot outlive it", false, ""},
 		// Only the gateway's own lines count, not a file name that looks like one.
-		{`rsync: send_files failed to open "tokengate: token 3k9w0c2hx1ab was revoked"`, false, ""},
+		{`rsync: send_files failed to open "tokengate: token 3k9w0c2hx1ab was revoked"`,
+			false, ""},
 		{"tokengate: token 3K9W0C2HX1AB was revoked", false, ""},
 		{"", false, ""},
 	}
@@ -67,7 +69,8 @@ func TestStderrWatch(t *testing.T) {
 			t.Fatalf("chunks of %d: passed through %q", size, out.String())
 		}
 		refusal, words := w.result()
-		if refusal == nil || refusal.Words != "token 3k9w0c2hx1ab expired at 2026-12-05T07:14:00Z" {
+		want := "token 3k9w0c2hx1ab expired at 2026-12-05T07:14:00Z"
+		if refusal == nil || refusal.Words != want {
 			t.Errorf("chunks of %d: refusal = %+v", size, refusal)
 		}
 		if words != "token 3k9w0c2hx1ab lacks write scope" {

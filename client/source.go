@@ -51,7 +51,7 @@ func (s Source) Token(ctx context.Context) (string, error) {
 // line of its stdout; its stderr goes to stderr. kind names it in messages:
 // "token command", "issuer token command".
 func CommandSource(kind, command string, stderr io.Writer) Source {
-	name := fmt.Sprintf("the %s %q", kind, shorten(command, 60))
+	name := fmt.Sprintf("the %s %q", kind, shorten(command, 80))
 	return Source{Name: name, fetch: func(ctx context.Context) (string, error) {
 		tok, err := runTokenCommand(ctx, command, stderr)
 		if err != nil {

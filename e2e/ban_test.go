@@ -32,7 +32,9 @@ func tryLogin(g *gateway, from, password string) (ok, closedEarly bool) {
 		HostKeyCallback: gossh.InsecureIgnoreHostKey()}
 	c, _, _, err := gossh.NewClientConn(conn, "127.0.0.1", cfg)
 	if err != nil {
-		return false, !strings.Contains(err.Error(), "unable to authenticate")
+		atAuth := strings.Contains(err.Error(), "unable to authenticate") ||
+			strings.Contains(err.Error(), "too many authentication failures")
+		return false, !atAuth
 	}
 	c.Close()
 	return true, false

@@ -183,7 +183,11 @@ func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
 // below refuses the "none" method, which keeps every login token-checked.
 func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 	cfg := &gossh.ServerConfig{
-		MaxAuthTries: 6,
+		// One token per connection. A token that was refused cannot work on
+		// a second try, and OpenSSH would otherwise ask SSH_ASKPASS up to six
+		// times, each a failure scored towards a ban. The refusal's banner
+		// still reaches the client before the disconnect.
+		MaxAuthTries: 1,
 		PasswordCallback: func(meta gossh.ConnMetadata, password []byte) (*gossh.Permissions, error) {
 			return s.authenticate(ctx, meta, "password", string(password))
 		},

@@ -35,7 +35,7 @@ func main() {
 
 	root := &ffcli.Command{
 		Name:       "gateway",
-		ShortUsage: "gateway <serve|dev|token> [flags]",
+		ShortUsage: "gateway <serve|dev|token|ban|sync|askpass> [flags]",
 		ShortHelp:  "an SSH gateway that serves rsync to holders of API tokens",
 		FlagSet:    flag.NewFlagSet("gateway", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{

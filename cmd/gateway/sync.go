@@ -26,9 +26,7 @@ type syncOptions struct {
 	backoff   time.Duration
 }
 
-func syncCommand() *ffcli.Command {
-	var o syncOptions
-	fs := flag.NewFlagSet("gateway sync", flag.ContinueOnError)
+func (o *syncOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tokenCmd, "token-cmd", "",
 		"command printing the token (sh -c); run again for a fresh one")
 	fs.StringVar(&o.tokenFile, "token-file", "",
@@ -41,6 +39,12 @@ func syncCommand() *ffcli.Command {
 	fs.DurationVar(&o.backoff, "backoff", 2*time.Second,
 		"wait before the first retry; it doubles each time, up to 1m")
 	fs.String("config", "", "config file: one `flag value` per line")
+}
+
+func syncCommand() *ffcli.Command {
+	var o syncOptions
+	fs := flag.NewFlagSet("gateway sync", flag.ContinueOnError)
+	o.register(fs)
 	return &ffcli.Command{
 		Name:       "sync",
 		ShortUsage: "gateway sync [--token-cmd CMD | --issuer-token-cmd CMD] -- RSYNC_ARGS...",
@@ -116,8 +120,8 @@ func (o *syncOptions) source() (client.Source, *client.Mint, error) {
 		return client.CommandSource("issuer token command", o.issuerCmd, os.Stderr),
 			&client.Mint{Scopes: o.scopes, TTL: o.ttl}, nil
 	}
-	if tok, ok := os.LookupEnv(client.EnvToken); ok {
-		return client.FixedSource(client.EnvToken, strings.TrimSpace(tok)), nil, nil
+	if tok := strings.TrimSpace(os.Getenv(client.EnvToken)); tok != "" {
+		return client.FixedSource(client.EnvToken, tok), nil, nil
 	}
 	return client.Source{}, nil, errors.New("sync: no token source: give --token-cmd, " +
 		"--token-file or --issuer-token-cmd, or set " + client.EnvToken)
