@@ -85,23 +85,12 @@ func banCommand() *ffcli.Command {
 }
 
 func banListCommand() *ffcli.Command {
-	var r redisOptions
-	fs := flag.NewFlagSet("gateway ban list", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	return &ffcli.Command{
-		Name:       "list",
-		ShortUsage: "gateway ban list",
-		ShortHelp:  "list banned source addresses",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
-			rdb, err := newRedis(r.url, r.timeout)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			ctx, cancel := context.WithTimeout(ctx, 4*r.timeout)
-			defer cancel()
+	return adminCommand(adminSpec{
+		name:  "list",
+		usage: "gateway ban list",
+		help:  "list banned source addresses",
+		calls: 4,
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			bans, err := auth.NewLimiter(rdb, auth.LimiterConfig{}).Bans(ctx)
 			if err != nil {
 				return fmt.Errorf("listing bans: %w", err)
@@ -113,20 +102,15 @@ func banListCommand() *ffcli.Command {
 			}
 			return w.Flush()
 		},
-	}
+	})
 }
 
 func banRemoveCommand() *ffcli.Command {
-	var r redisOptions
-	fs := flag.NewFlagSet("gateway ban remove", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	return &ffcli.Command{
-		Name:       "remove",
-		ShortUsage: "gateway ban remove ADDR",
-		ShortHelp:  "lift a ban and forget the address's failures",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "remove",
+		usage: "gateway ban remove ADDR",
+		help:  "lift a ban and forget the address's failures",
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			if len(args) != 1 {
 				return errors.New("give exactly one address")
 			}
@@ -134,13 +118,6 @@ func banRemoveCommand() *ffcli.Command {
 			if err != nil {
 				return fmt.Errorf("%q is not an IP address", args[0])
 			}
-			rdb, err := newRedis(r.url, r.timeout)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			ctx, cancel := context.WithTimeout(ctx, r.timeout)
-			defer cancel()
 			removed, err := auth.NewLimiter(rdb, auth.LimiterConfig{}).Unban(ctx, ip)
 			if err != nil {
 				return fmt.Errorf("removing ban: %w", err)
@@ -152,5 +129,5 @@ func banRemoveCommand() *ffcli.Command {
 			fmt.Fprintf(os.Stderr, "lifted the ban on %s\n", ip)
 			return nil
 		},
-	}
+	})
 }

@@ -13,14 +13,10 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tokengate/tokengate/auth"
 )
-
-type redisOptions struct {
-	url     string
-	timeout time.Duration
-}
 
 func tokenCommand() *ffcli.Command {
 	return &ffcli.Command{
@@ -105,46 +101,36 @@ func (c *createOptions) newTokenRecord(now time.Time) (auth.Token, auth.Record, 
 }
 
 func tokenCreateCommand() *ffcli.Command {
-	var r redisOptions
 	var c createOptions
-	fs := flag.NewFlagSet("gateway token create", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	fs.StringVar(&c.root, "root", "", "directory the token can see, relative to the gateway's data dir")
-	fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete, issue")
-	fs.StringVar(&c.user, "user", "", "the token only works for this SSH user name")
-	fs.IntVar(&c.maxSessions, "max-sessions", 0, "concurrent logins across all gateways (0: no cap)")
-	fs.BoolVar(&c.singleUse, "single-use", false, "the token works for exactly one login")
-	fs.StringVar(&c.notBefore, "not-before", "", "refuse logins before this RFC 3339 time")
-	fs.DurationVar(&c.ttl, "ttl", 24*time.Hour, "lifetime, e.g. 15m, 24h")
-	fs.StringVar(&c.note, "note", "", "free text shown by list and show")
-	fs.BoolVar(&c.json, "json", false, "print token, ID and details as JSON on stdout")
-	return &ffcli.Command{
-		Name:       "create",
-		ShortUsage: "gateway token create --root DIR [--scope read,write] [--ttl 24h] [--note TEXT]",
-		ShortHelp:  "create a token; prints it once on stdout",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "create",
+		usage: "gateway token create --root DIR [--scope read,write] [--ttl 24h] [--note TEXT]",
+		help:  "create a token; prints it once on stdout",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.root, "root", "", "directory the token can see, relative to the gateway's data dir")
+			fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete, issue")
+			fs.StringVar(&c.user, "user", "", "the token only works for this SSH user name")
+			fs.IntVar(&c.maxSessions, "max-sessions", 0, "concurrent logins across all gateways (0: no cap)")
+			fs.BoolVar(&c.singleUse, "single-use", false, "the token works for exactly one login")
+			fs.StringVar(&c.notBefore, "not-before", "", "refuse logins before this RFC 3339 time")
+			fs.DurationVar(&c.ttl, "ttl", 24*time.Hour, "lifetime, e.g. 15m, 24h")
+			fs.StringVar(&c.note, "note", "", "free text shown by list and show")
+			fs.BoolVar(&c.json, "json", false, "print token, ID and details as JSON on stdout")
+		},
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("create takes no arguments (got %q)", args[0])
 			}
-			store, closeStore, err := openStore(r)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
 			tok, rec, err := c.newTokenRecord(time.Now())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(ctx, r.timeout)
-			defer cancel()
-			if err := store.Create(ctx, rec); err != nil {
+			if err := auth.NewStore(rdb).Create(ctx, rec); err != nil {
 				return fmt.Errorf("storing token: %w", err)
 			}
 			return printCreated(os.Stdout, os.Stderr, tok, &rec, c.json)
 		},
-	}
+	})
 }
 
 func printCreated(stdout, stderr io.Writer, tok auth.Token, rec *auth.Record, asJSON bool) error {
@@ -161,32 +147,24 @@ func printCreated(stdout, stderr io.Writer, tok auth.Token, rec *auth.Record, as
 }
 
 func tokenListCommand() *ffcli.Command {
-	var r redisOptions
 	var asJSON bool
 	var within time.Duration
 	var root string
-	fs := flag.NewFlagSet("gateway token list", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	fs.BoolVar(&asJSON, "json", false, "one JSON object per token")
-	fs.DurationVar(&within, "expiring-within", 0, "only tokens that expire within this time, e.g. 72h")
-	fs.StringVar(&root, "root", "", "only tokens whose root is this directory or below it")
-	return &ffcli.Command{
-		Name:       "list",
-		ShortUsage: "gateway token list [--expiring-within 72h] [--root DIR] [--json]",
-		ShortHelp:  "list live tokens, soonest expiry first; never shows a secret",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "list",
+		usage: "gateway token list [--expiring-within 72h] [--root DIR] [--json]",
+		help:  "list live tokens, soonest expiry first; never shows a secret",
+		calls: 4,
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&asJSON, "json", false, "one JSON object per token")
+			fs.DurationVar(&within, "expiring-within", 0, "only tokens that expire within this time, e.g. 72h")
+			fs.StringVar(&root, "root", "", "only tokens whose root is this directory or below it")
+		},
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("list takes no arguments (got %q)", args[0])
 			}
-			store, closeStore, err := openStore(r)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(ctx, 4*r.timeout)
-			defer cancel()
+			store := auth.NewStore(rdb)
 			now := time.Now()
 			recs, err := store.List(ctx, now)
 			if err != nil {
@@ -221,7 +199,7 @@ func tokenListCommand() *ffcli.Command {
 			}
 			return w.Flush()
 		},
-	}
+	})
 }
 
 // filterRecords keeps the tokens that expire within `within` (when set) and
@@ -243,22 +221,19 @@ func filterRecords(recs []*auth.Record, now time.Time, within time.Duration,
 }
 
 func tokenRotateCommand() *ffcli.Command {
-	var r redisOptions
-	var overlap time.Duration
-	var ttl time.Duration
+	var overlap, ttl time.Duration
 	var asJSON bool
-	fs := flag.NewFlagSet("gateway token rotate", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	fs.DurationVar(&overlap, "overlap", 10*time.Minute, "the old token keeps working this long")
-	fs.DurationVar(&ttl, "ttl", 0, "lifetime of the new token (default: the old token's lifetime)")
-	fs.BoolVar(&asJSON, "json", false, "print the new token and its details as JSON")
-	return &ffcli.Command{
-		Name:       "rotate",
-		ShortUsage: "gateway token rotate ID [--overlap 10m] [--ttl D]",
-		ShortHelp:  "issue a replacement with the same scope and root; the old one ends after --overlap",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "rotate",
+		usage: "gateway token rotate ID [--overlap 10m] [--ttl D]",
+		help:  "issue a replacement with the same scope and root; the old one ends after --overlap",
+		calls: 4,
+		flags: func(fs *flag.FlagSet) {
+			fs.DurationVar(&overlap, "overlap", 10*time.Minute, "the old token keeps working this long")
+			fs.DurationVar(&ttl, "ttl", 0, "lifetime of the new token (default: the old token's lifetime)")
+			fs.BoolVar(&asJSON, "json", false, "print the new token and its details as JSON")
+		},
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			id, err := oneTokenID(args)
 			if err != nil {
 				return err
@@ -266,13 +241,7 @@ func tokenRotateCommand() *ffcli.Command {
 			if overlap < 0 {
 				return errors.New("--overlap must not be negative")
 			}
-			store, closeStore, err := openStore(r)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(ctx, 4*r.timeout)
-			defer cancel()
+			store := auth.NewStore(rdb)
 			now := time.Now()
 			old, state, err := store.Get(ctx, id, now)
 			if err != nil {
@@ -303,33 +272,21 @@ func tokenRotateCommand() *ffcli.Command {
 				now.Add(overlap).UTC().Format(time.RFC3339))
 			return printCreated(os.Stdout, os.Stderr, tok, &rec, asJSON)
 		},
-	}
+	})
 }
 
 func tokenShowCommand() *ffcli.Command {
-	var r redisOptions
-	fs := flag.NewFlagSet("gateway token show", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	return &ffcli.Command{
-		Name:       "show",
-		ShortUsage: "gateway token show ID",
-		ShortHelp:  "show one token as JSON; never shows a secret",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "show",
+		usage: "gateway token show ID",
+		help:  "show one token as JSON; never shows a secret",
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			id, err := oneTokenID(args)
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(r)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(ctx, r.timeout)
-			defer cancel()
 			now := time.Now()
-			rec, state, err := store.Get(ctx, id, now)
+			rec, state, err := auth.NewStore(rdb).Get(ctx, id, now)
 			if err != nil {
 				return fmt.Errorf("reading token: %w", err)
 			}
@@ -342,32 +299,21 @@ func tokenShowCommand() *ffcli.Command {
 			enc.SetIndent("", "  ")
 			return enc.Encode(out)
 		},
-	}
+	})
 }
 
 func tokenRevokeCommand() *ffcli.Command {
-	var r redisOptions
-	fs := flag.NewFlagSet("gateway token revoke", flag.ContinueOnError)
-	registerRedis(fs, &r.url, &r.timeout)
-	return &ffcli.Command{
-		Name:       "revoke",
-		ShortUsage: "gateway token revoke ID",
-		ShortHelp:  "revoke a token now; live sessions on every gateway are cut",
-		FlagSet:    fs,
-		Options:    ffOptions(),
-		Exec: func(ctx context.Context, args []string) error {
+	return adminCommand(adminSpec{
+		name:  "revoke",
+		usage: "gateway token revoke ID",
+		help:  "revoke a token now; live sessions on every gateway are cut",
+		calls: 2,
+		run: func(ctx context.Context, rdb *redis.Client, args []string) error {
 			id, err := oneTokenID(args)
 			if err != nil {
 				return err
 			}
-			store, closeStore, err := openStore(r)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(ctx, r.timeout)
-			defer cancel()
-			deleted, err := store.Revoke(ctx, id, time.Now())
+			deleted, err := auth.NewStore(rdb).Revoke(ctx, id, time.Now())
 			if err != nil {
 				return fmt.Errorf("revoking token: %w", err)
 			}
@@ -378,15 +324,7 @@ func tokenRevokeCommand() *ffcli.Command {
 			fmt.Fprintf(os.Stderr, "revoked token %s\n", id)
 			return nil
 		},
-	}
-}
-
-func openStore(r redisOptions) (*auth.Store, func(), error) {
-	rdb, err := newRedis(r.url, r.timeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	return auth.NewStore(rdb), func() { rdb.Close() }, nil
+	})
 }
 
 func oneTokenID(args []string) (string, error) {

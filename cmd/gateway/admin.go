@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/redis/go-redis/v9"
+)
+
+// adminSpec describes one admin subcommand that talks to Redis.
+type adminSpec struct {
+	name, usage, help string
+	// calls scales the deadline: the command gets calls × --redis-timeout.
+	calls int
+	// flags registers the command's own flags.
+	flags func(fs *flag.FlagSet)
+	// run does the work with a connected client.
+	run func(ctx context.Context, rdb *redis.Client, args []string) error
+}
+
+// adminCommand wires an adminSpec: the --redis flags, the shared option
+// sources (flags, TOKENGATE_* variables, --config), a client for the length
+// of run, and a deadline on the whole command.
+func adminCommand(spec adminSpec) *ffcli.Command {
+	var url string
+	var timeout time.Duration
+	fs := flag.NewFlagSet("gateway "+spec.name, flag.ContinueOnError)
+	registerRedis(fs, &url, &timeout)
+	if spec.flags != nil {
+		spec.flags(fs)
+	}
+	calls := max(spec.calls, 1)
+	return &ffcli.Command{
+		Name:       spec.name,
+		ShortUsage: spec.usage,
+		ShortHelp:  spec.help,
+		FlagSet:    fs,
+		Options:    ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			rdb, err := newRedis(url, timeout)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			ctx, cancel := context.WithTimeout(ctx, timeout*time.Duration(calls))
+			defer cancel()
+			return spec.run(ctx, rdb, args)
+		},
+	}
+}
