@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -346,4 +349,85 @@ func TestIdleSessionIsCut(t *testing.T) {
 		t.Fatalf("idle session lasted %v", took)
 	}
 	g.waitEvent("session.end", map[string]string{"event.reason": "session_cut"})
+}
+
+// Stopping the gateway ends every live session and leaves no rsync behind.
+func TestShutdownEndsSessions(t *testing.T) {
+	r := redistest.Start(t)
+	const uid = 64124
+	g := startGateway(t, r, withArgs("--jail-uid", itoa(uid), "--jail-gid", itoa(uid)))
+	g.seed("s", map[string]string{"blob.bin": randomBytes(t, 8<<20)})
+	tok := g.createToken("s", "read", time.Hour)
+	done, _ := startSlowPull(t, g, tok, "blob.bin")
+	waitSessionStart(g, tokenID(t, tok))
+
+	if err := g.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.code == 0 || !strings.Contains(res.stderr, "tokengate: the gateway is shutting down") {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for processesOf(uid) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jailed processes outlived the gateway's shutdown", processesOf(uid))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// killPushMidway starts a throttled push and SIGKILLs the client side once
+// the gateway has received a good part of it.
+func killPushMidway(t *testing.T, g *gateway, token, src, dest string, extra ...string) {
+	sshCmd := "sshpass -e ssh " + strings.Join(g.sshOpts(), " ")
+	args := append([]string{"-a", "--bwlimit=2048", "-e", sshCmd}, extra...)
+	cmd := exec.Command("rsync", append(args, src, g.remote(dest))...)
+	cmd.Env = append(os.Environ(), "SSHPASS="+token)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	done := make(chan result, 1)
+	go func() { done <- runCmd(t, cmd) }()
+	waitSessionStart(g, tokenID(t, token))
+	time.Sleep(1500 * time.Millisecond)
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-done
+	g.waitEvent("session.end", map[string]string{"token.id": tokenID(t, token)})
+}
+
+// An interrupted push leaves no truncated file under its final name; with
+// --partial the rerun resumes and sends less than the whole file.
+func TestInterruptedPushes(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r)
+	src := t.TempDir()
+	content := randomBytes(t, 8<<20)
+	writeTree(t, src, map[string]string{"blob.bin": content})
+
+	plain := g.createToken("plain", "write", time.Hour)
+	killPushMidway(t, g, plain, src+"/blob.bin", "blob.bin")
+	if entries, _ := os.ReadDir(g.root("plain")); len(entries) != 0 {
+		t.Fatalf("an interrupted push left %v in the root", entries)
+	}
+
+	partial := g.createToken("partial", "write", time.Hour)
+	killPushMidway(t, g, partial, src+"/blob.bin", "blob.bin", "--partial")
+	st, err := os.Stat(g.root("partial/blob.bin"))
+	if err != nil || st.Size() == 0 || st.Size() >= int64(len(content)) {
+		t.Fatalf("--partial kept %v (%v); want a part of the file", st, err)
+	}
+	res := g.rsync(partial, "-a", "--partial", "--stats", src+"/blob.bin", g.remote("blob.bin"))
+	if res.code != 0 {
+		t.Fatalf("rerun: exit %d: %s", res.code, res.stderr)
+	}
+	m := regexp.MustCompile(`Literal data: ([\d,]+) bytes`).FindStringSubmatch(res.stdout)
+	if m == nil {
+		t.Fatalf("no stats:\n%s", res.stdout)
+	}
+	literal, _ := strconv.Atoi(strings.ReplaceAll(m[1], ",", ""))
+	if literal >= len(content) {
+		t.Fatalf("the rerun sent %d literal bytes of %d: it did not resume", literal, len(content))
+	}
+	if got, _ := os.ReadFile(g.root("partial/blob.bin")); string(got) != content {
+		t.Fatal("the resumed file differs from the source")
+	}
 }
