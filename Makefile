@@ -31,3 +31,10 @@ lint:
 
 clean:
 	rm -rf bin
+
+# Compares the gateway with OpenSSH (sshd + rrsync) on loopback and writes
+# bench/results.json (or BENCH_OUT). Installs openssh-server if missing.
+# BENCH_QUICK=1 for a smoke run of a few minutes. Not part of `make test`.
+.PHONY: bench
+bench:
+	./bench/run.sh $(BENCH_OUT)

@@ -14,7 +14,7 @@ func EncodeJSON(e Event, at time.Time, host string) []byte {
 	doc := e.LogFields()
 	doc["@timestamp"] = at.UTC().Format(time.RFC3339Nano)
 	doc["log.level"] = levelOf(e.Outcome)
-	doc["message"] = e.Message
+	doc["message"] = RedactTokens(e.Message)
 	if e.Message == "" {
 		doc["message"] = e.Action
 	}

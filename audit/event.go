@@ -77,7 +77,7 @@ func (e *Emitter) Emit(ev Event) {
 	f["host.name"] = e.host
 	e.mu.RUnlock()
 	entry := e.log.WithFields(f).WithTime(at)
-	msg := ev.Message
+	msg := RedactTokens(ev.Message)
 	if msg == "" {
 		msg = ev.Action
 	}
@@ -113,6 +113,9 @@ func (ev Event) LogFields() logrus.Fields {
 	}
 	for k, v := range ev.Fields {
 		f[k] = v
+	}
+	for k, v := range f {
+		f[k] = redactValue(v)
 	}
 	return f
 }

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +148,9 @@ func TestNoSecretLeaks(t *testing.T) {
 	}
 	expectRefused(t, g.rsync(bad, "-a", src+"/", g.remote("s/")), "unknown token")
 	g.waitEvent("auth.denied", map[string]string{"event.reason": "secret_mismatch"})
+	// A token pasted where it does not belong: as the user name, in a command.
+	expectRefused(t, g.ssh(good, good+"@127.0.0.1", "echo "+good), "tokengate:")
+	g.waitEvent("command.denied", map[string]string{"event.reason": "command_forbidden"})
 
 	goodTok, _ := auth.ParseToken(good)
 	badTok, _ := auth.ParseToken(bad)
@@ -179,5 +184,31 @@ func TestNoSecretLeaks(t *testing.T) {
 	dump, _ := r.CLI("HGETALL", "tokengate:token:"+goodTok.ID)
 	if strings.Contains(dump, goodTok.Secret) || !strings.Contains(dump, auth.HashSecret(goodTok.Secret)) {
 		t.Fatalf("Redis record is not hash-only: %s", dump)
+	}
+}
+
+// A connection that does not finish logging in within --login-grace is
+// closed, whether it sends nothing or stalls in the middle of the handshake.
+func TestLoginGrace(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r, withArgs("--login-grace", "1s"))
+	for _, first := range []string{"", "SSH-2.0-stalled\r\n"} {
+		conn, err := net.Dial("tcp", "127.0.0.1:"+itoa(g.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first != "" {
+			if _, err := conn.Write([]byte(first)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		_, err = io.Copy(io.Discard, conn)
+		took := time.Since(start)
+		conn.Close()
+		if err != nil || took > 5*time.Second {
+			t.Fatalf("after %q the connection stayed open %v (err %v)", first, took, err)
+		}
 	}
 }

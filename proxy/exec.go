@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,16 +58,21 @@ func (s *Server) handleExec(sess ssh.Session) {
 		s.refuse(sess, ev, raw, err)
 		return
 	}
+	if s.live.Count() >= s.cfg.MaxLiveSessions {
+		s.refuse(sess, ev, raw, audit.Deny(audit.ReasonSessionLimit,
+			"the gateway is at its limit of %d sessions; try again later", s.cfg.MaxLiveSessions))
+		return
+	}
 
-	uid, gid := s.cfg.Jail.RootOwner()
-	root, err := session.PrepareRoot(s.cfg.DataDir, g.rec.Root, uid, gid)
+	writes := plan.Direction == session.DirectionPush || plan.Deletes
+	root, err := s.prepareRoot(g.rec, writes)
 	if err != nil {
-		s.fail(sess, ev, "prepare root", err)
+		s.refuse(sess, ev, raw, err)
 		return
 	}
 	cmd, err := s.cfg.Jail.Command(session.Spec{
 		Root:      root,
-		Writable:  plan.Direction == session.DirectionPush || plan.Deletes,
+		Writable:  writes,
 		Argv:      plan.Argv,
 		SessionID: ev.SessionID,
 	})
@@ -103,6 +111,26 @@ func roundLeft(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
+// prepareRoot finds, or for a transfer that writes creates, the token's
+// root. A pull never creates it: a read-only token changes nothing.
+func (s *Server) prepareRoot(rec *auth.Record, writes bool) (string, error) {
+	if !writes {
+		if _, err := os.Lstat(filepath.Join(s.cfg.DataDir, rec.Root)); errors.Is(err, fs.ErrNotExist) {
+			return "", audit.Deny(audit.ReasonPathOutsideRoot,
+				"token %s's root %s does not exist yet; nothing has been pushed there", rec.ID, rec.Root)
+		}
+	}
+	uid, gid := s.cfg.Jail.RootOwner()
+	root, err := session.PrepareRoot(s.cfg.DataDir, rec.Root, uid, gid)
+	if err != nil {
+		d := audit.Deny(audit.ReasonPathOutsideRoot,
+			"token %s's root %s is not a plain directory inside the data dir", rec.ID, rec.Root)
+		d.Cause = err
+		return "", d
+	}
+	return root, nil
+}
+
 // decide parses the command (and, for `rsync -s`, the argument list the
 // client sends first on stdin) and applies the token's policy.
 func (s *Server) decide(sess ssh.Session, raw string, g *grant) (*session.Plan, error) {
@@ -138,6 +166,9 @@ func (s *Server) refuse(sess ssh.Session, ev audit.Event, raw string, err error)
 	ev.Reason = d.Reason
 	ev.Message = d.Message
 	ev.Fields = map[string]any{"ssh.command": clip(raw, 512)}
+	if d.Cause != nil {
+		ev.Fields["error.message"] = d.Cause.Error()
+	}
 	s.cfg.Events.Emit(ev)
 	_, _ = io.WriteString(sess.Stderr(), "tokengate: "+d.Message+"\n")
 	_ = sess.Exit(ExitDenied)
@@ -209,6 +240,11 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 	start.Outcome = "success"
 	start.Message = "rsync " + direction + " started"
 	start.Fields = map[string]any{"rsync.direction": direction, "rsync.args": plan.Argv[1:]}
+	if len(plan.Stdin) > 0 {
+		// With -s (and for wildcard pulls) the paths travel on stdin.
+		list := strings.Split(strings.TrimRight(string(plan.Stdin), "\x00"), "\x00")
+		start.Fields["rsync.stdin_args"] = list[1:]
+	}
 	s.cfg.Events.Emit(start)
 	s.cfg.Metrics.SessionStarted()
 

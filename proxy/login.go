@@ -72,9 +72,9 @@ func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 		return nil, &gossh.BannerError{Err: d, Message: "tokengate: " + d.Message + "\n"}
 	}
 
-	// Logged in: the login deadline no longer applies.
-	if conn, ok := ctx.Value(netConnKey).(net.Conn); ok {
-		_ = conn.SetDeadline(time.Time{})
+	// Logged in: the login deadline and the pending cap no longer apply.
+	if loggedIn, ok := ctx.Value(loggedInKey).(func()); ok {
+		loggedIn()
 	}
 	ctx.SetValue(grantKey, &grant{rec: rec, user: meta.User(), method: method})
 

@@ -58,7 +58,11 @@ func (s *Server) countLogin(ctx ssh.Context, rec *auth.Record) *audit.Denial {
 	connID, _ := ctx.Value(connIDKey).(string)
 	member := s.instance + "/" + connID
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Verifier.Timeout)
-	ok, n, err := s.cfg.Store.AcquireLogin(rctx, rec.ID, member, rec.MaxSessions, time.Now())
+	limit := rec.MaxSessions
+	if limit <= 0 {
+		limit = s.cfg.DefaultMaxLogins
+	}
+	ok, n, err := s.cfg.Store.AcquireLogin(rctx, rec.ID, member, limit, time.Now())
 	cancel()
 	if err != nil {
 		return backendUnavailable(err)

@@ -29,6 +29,8 @@ type Config struct {
 	Events     *audit.Emitter
 	// Limiter scores failed logins and bans sources; nil disables it.
 	Limiter *auth.Limiter
+	// LimitTokenIDs also refuses a token ID that failed too often.
+	LimitTokenIDs bool
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 
@@ -36,12 +38,22 @@ type Config struct {
 
 	// LoginGrace bounds the time from TCP accept to a finished login.
 	LoginGrace time.Duration
+	// MaxPending and MaxPendingPerSource cap the connections that are still
+	// logging in, in all and from one address, as sshd's MaxStartups does.
+	MaxPending          int
+	MaxPendingPerSource int
 	// FailureDelay pads every refused login to at least this long, so the
 	// time to answer does not tell an unknown token from a wrong secret.
 	// Zero takes the default; negative turns the padding off.
 	FailureDelay time.Duration
 	// MaxSessionsPerConn caps concurrent channels on one SSH connection.
 	MaxSessionsPerConn int
+	// MaxLiveSessions caps the sessions this gateway runs at once.
+	MaxLiveSessions int
+	// DefaultMaxLogins caps the concurrent logins of a token that sets no
+	// --max-sessions of its own, so that one token cannot take every
+	// session the gateway (and the jail uid's process limit) allows.
+	DefaultMaxLogins int
 	// ProtectedArgsTimeout bounds the wait for an `rsync -s` client's argument list.
 	ProtectedArgsTimeout time.Duration
 	// Ciphers, when set, replaces the default cipher list.
@@ -63,13 +75,17 @@ type Config struct {
 
 // Defaults for Config's zero values.
 const (
-	DefaultMaxSessionLifetime = 24 * time.Hour
-	DefaultIdleTimeout        = time.Hour
-	DefaultWarnFraction       = 0.2
-	DefaultWarnMax            = 72 * time.Hour
-	DefaultLoginGrace         = 30 * time.Second
-	DefaultFailureDelay       = 250 * time.Millisecond
-	DefaultMaxSessionsPerConn = 4
+	DefaultMaxSessionLifetime  = 24 * time.Hour
+	DefaultIdleTimeout         = time.Hour
+	DefaultWarnFraction        = 0.2
+	DefaultWarnMax             = 72 * time.Hour
+	DefaultLoginGrace          = 30 * time.Second
+	DefaultMaxPending          = 256
+	DefaultMaxPendingPerSource = 32
+	DefaultFailureDelay        = 250 * time.Millisecond
+	DefaultMaxSessionsPerConn  = 4
+	DefaultMaxLiveSessions     = 1000
+	DefaultMaxLoginsPerToken   = 32
 )
 
 // Server is one SSH listener with its live sessions.
@@ -78,6 +94,7 @@ type Server struct {
 	ssh      *ssh.Server
 	live     *Registry
 	logins   *loginLeases
+	pending  *pendingLogins
 	instance string
 }
 
@@ -86,6 +103,7 @@ type ctxKey int
 const (
 	grantKey ctxKey = iota
 	netConnKey
+	loggedInKey
 	connIDKey
 	semKey
 	ptyKey
@@ -120,13 +138,32 @@ func New(cfg Config) *Server {
 	if cfg.WarnMax <= 0 {
 		cfg.WarnMax = DefaultWarnMax
 	}
-	s := &Server{cfg: cfg, live: NewRegistry(), logins: newLoginLeases(), instance: newSessionID()}
+	if cfg.MaxLiveSessions <= 0 {
+		cfg.MaxLiveSessions = DefaultMaxLiveSessions
+	}
+	if cfg.DefaultMaxLogins <= 0 {
+		cfg.DefaultMaxLogins = DefaultMaxLoginsPerToken
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxPendingPerSource <= 0 {
+		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
+	s := &Server{cfg: cfg, live: NewRegistry(), logins: newLoginLeases(), instance: newSessionID(),
+		pending: newPendingLogins(cfg.MaxPending, cfg.MaxPendingPerSource)}
 	s.ssh = &ssh.Server{
 		Version:              "tokengate",
 		HostSigners:          []ssh.Signer{cfg.HostSigner},
 		Handler:              s.handleExec,
 		ConnCallback:         s.onConnect,
 		ServerConfigCallback: s.serverConfig,
+		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			// Handshake failures are not denials (no token was judged), but an
+			// operator wants to see floods of them.
+			s.cfg.Events.Logger().WithField("source.address", conn.RemoteAddr().String()).
+				WithError(err).Info("proxy: handshake: failed")
+		},
 		SubsystemHandlers:    map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
@@ -163,13 +200,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // onConnect closes connections from banned sources before the handshake,
-// and sets the login deadline on the raw socket before it starts, so a
-// client that never finishes logging in holds nothing for long.
+// caps the connections still logging in, and starts the login deadline: a
+// client that has not finished logging in within LoginGrace is dropped.
+// A timer is used rather than a socket deadline because gliderlabs resets
+// socket deadlines on every read and write.
 func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
 	if s.banned(ctx, conn.RemoteAddr()) {
 		return nil
 	}
-	_ = conn.SetDeadline(time.Now().Add(s.cfg.LoginGrace))
+	release, ok := s.pending.enter(conn.RemoteAddr())
+	if !ok {
+		s.cfg.Events.Logger().WithField("source.ip", conn.RemoteAddr().String()).
+			Warn("proxy: connect: too many connections still logging in; dropped")
+		return nil
+	}
+	grace := time.AfterFunc(s.cfg.LoginGrace, func() {
+		s.cfg.Events.Logger().WithField("source.ip", conn.RemoteAddr().String()).
+			Info("proxy: connect: login grace expired; closed")
+		_ = conn.Close()
+	})
+	loggedIn := func() {
+		grace.Stop()
+		release()
+	}
+	go func() {
+		<-ctx.Done()
+		loggedIn()
+	}()
+	ctx.SetValue(loggedInKey, loggedIn)
 	ctx.SetValue(netConnKey, conn)
 	ctx.SetValue(connIDKey, newSessionID())
 	ctx.SetValue(semKey, make(chan struct{}, s.cfg.MaxSessionsPerConn))

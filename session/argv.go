@@ -84,7 +84,7 @@ func parseCommand(raw string) (*Invocation, *audit.Denial) {
 	}
 	words, denial := splitShellWords(raw)
 	if denial != nil {
-		return nil, denial
+		return nil, withHint(denial, raw)
 	}
 	if len(words) > maxArgs {
 		return nil, audit.Deny(audit.ReasonArgumentInvalid,
@@ -92,13 +92,13 @@ func parseCommand(raw string) (*Invocation, *audit.Denial) {
 	}
 
 	if len(words) == 0 || !isRsyncProgram(words[0].text) {
-		return nil, audit.Deny(audit.ReasonCommandForbidden, "%s", forbiddenHint)
+		return nil, withHint(audit.Deny(audit.ReasonCommandForbidden, "%s", forbiddenHint), raw)
 	}
 	if len(words) < 2 || words[1].text != "--server" {
 		if len(words) >= 2 && words[1].text == "--daemon" {
 			return nil, daemonDenial()
 		}
-		return nil, audit.Deny(audit.ReasonCommandForbidden, "%s", forbiddenHint)
+		return nil, withHint(audit.Deny(audit.ReasonCommandForbidden, "%s", forbiddenHint), raw)
 	}
 
 	inv := &Invocation{Direction: DirectionPush}

@@ -23,9 +23,20 @@ type shellWord struct {
 const globChars = "*?["
 
 // forbiddenHint ends every refusal of a command that is not plain
-// `rsync --server`: the usual reason for one is --rsync-path="mkdir -p d && rsync".
-const forbiddenHint = `only "rsync --server" commands are accepted; ` +
-	`to create the destination directory use --mkpath`
+// `rsync --server`.
+const forbiddenHint = `only "rsync --server" commands are accepted`
+
+// mkpathHint is added when the refused command involves rsync: the usual
+// reason for one is --rsync-path="mkdir -p d && rsync".
+const mkpathHint = `; to create the destination directory use --mkpath`
+
+// withHint adds mkpathHint to a command refusal whose command names rsync.
+func withHint(d *audit.Denial, raw string) *audit.Denial {
+	if d != nil && d.Reason == audit.ReasonCommandForbidden && strings.Contains(raw, "rsync") {
+		d.Message += mkpathHint
+	}
+	return d
+}
 
 // splitShellWords splits raw the way a POSIX shell splits a simple command,
 // for the subset an rsync client produces: blanks, backslash escapes, '...'

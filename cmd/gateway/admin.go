@@ -39,6 +39,10 @@ func adminCommand(spec adminSpec) *ffcli.Command {
 		FlagSet:    fs,
 		Options:    ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
+			args, err := interleaved(fs, args)
+			if err != nil {
+				return err
+			}
 			rdb, err := newRedis(url, timeout)
 			if err != nil {
 				return err
@@ -49,4 +53,22 @@ func adminCommand(spec adminSpec) *ffcli.Command {
 			return spec.run(ctx, rdb, args)
 		},
 	}
+}
+
+// interleaved parses flags that follow positional arguments, as in
+// `token rotate ID --overlap 5m`: Go's flag package stops at the first
+// positional argument. It returns the positional arguments.
+func interleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for len(args) > 0 {
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		if err := fs.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+	}
+	return positional, nil
 }

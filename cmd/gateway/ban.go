@@ -33,8 +33,9 @@ func (l *limiterOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.window, "ban-window", 10*time.Minute, "window for counting failed logins")
 	fs.DurationVar(&l.banTime, "ban-time", 15*time.Minute, "first ban; doubles on each repeat")
 	fs.DurationVar(&l.maxBanTime, "ban-max-time", 24*time.Hour, "longest ban")
-	fs.IntVar(&l.tokenThreshold, "token-fail-threshold", 20,
-		"failed logins within --ban-window after which a token ID is refused for the window")
+	fs.IntVar(&l.tokenThreshold, "token-fail-threshold", 0,
+		"failed logins within --ban-window after which a token ID is refused for the window "+
+			"(0: off; anyone who knows an ID could lock its owner out)")
 	fs.StringVar(&l.allow, "allow-networks", "127.0.0.0/8,::1/128",
 		"comma-separated networks never banned")
 	fs.BoolVar(&l.off, "no-ban", false, "disable the brute-force defence")
@@ -48,8 +49,8 @@ func (l *limiterOptions) build(rdb redis.UniversalClient) (*auth.Limiter, error)
 	if err != nil {
 		return nil, fmt.Errorf("--allow-networks: %w", err)
 	}
-	if l.threshold < 1 || l.tokenThreshold < 1 {
-		return nil, errors.New("--ban-threshold and --token-fail-threshold must be at least 1")
+	if l.threshold < 1 || l.tokenThreshold < 0 {
+		return nil, errors.New("--ban-threshold must be at least 1, --token-fail-threshold at least 0")
 	}
 	return auth.NewLimiter(rdb, auth.LimiterConfig{
 		Threshold: l.threshold, Window: l.window, BanTime: l.banTime,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,5 +45,18 @@ func TestConfigUnknownSetting(t *testing.T) {
 	var o serveOptions
 	if err := newServeCommand(&o).Parse([]string{"--config", conf}); err == nil {
 		t.Fatal("a misspelt setting was accepted")
+	}
+}
+
+func TestFlagsAfterArguments(t *testing.T) {
+	var overlap time.Duration
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.DurationVar(&overlap, "overlap", time.Minute, "")
+	if err := fs.Parse([]string{"abc", "--overlap", "5m", "def"}); err != nil {
+		t.Fatal(err)
+	}
+	args, err := interleaved(fs, fs.Args())
+	if err != nil || len(args) != 2 || args[0] != "abc" || args[1] != "def" || overlap != 5*time.Minute {
+		t.Fatalf("args %v, overlap %v, err %v", args, overlap, err)
 	}
 }

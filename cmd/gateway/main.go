@@ -14,6 +14,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tokengate/tokengate/session"
 )
@@ -32,6 +33,10 @@ func main() {
 	if isAskpassChild() {
 		runAskpassChild()
 	}
+
+	// The admin commands report Redis failures as errors; go-redis's own
+	// retry chatter is only noise there. serve routes it to its logger.
+	redis.SetLogger(redisLog{})
 
 	root := &ffcli.Command{
 		Name:       "gateway",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/tokengate/tokengate/audit"
@@ -36,6 +37,8 @@ type serveOptions struct {
 	loginGrace     time.Duration
 	recheck        time.Duration
 	maxLifetime    time.Duration
+	maxLive        int
+	defaultLogins  int
 	idleTimeout    time.Duration
 	cutOnExpiry    bool
 	warnFraction   float64
@@ -62,6 +65,10 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 		"how often live sessions' tokens are re-checked in Redis")
 	fs.DurationVar(&o.maxLifetime, "max-session-lifetime", proxy.DefaultMaxSessionLifetime,
 		"no session runs longer than this")
+	fs.IntVar(&o.maxLive, "max-live-sessions", proxy.DefaultMaxLiveSessions,
+		"sessions this gateway runs at once")
+	fs.IntVar(&o.defaultLogins, "default-max-sessions", proxy.DefaultMaxLoginsPerToken,
+		"concurrent logins of a token that sets no --max-sessions of its own")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout,
 		"cut a session that moves no byte either way for this long")
 	fs.BoolVar(&o.cutOnExpiry, "cut-on-expiry", false,
@@ -124,6 +131,7 @@ func newServeCommand(o *serveOptions) *ffcli.Command {
 // listener accepts connections.
 func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key gossh.PublicKey)) error {
 	log := audit.NewLogger(os.Stdout, o.logFormat)
+	redis.SetLogger(redisLog{log})
 	events := audit.NewEmitter(log)
 
 	dataDir, err := filepath.Abs(o.dataDir)
@@ -153,6 +161,9 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		UID:       uint32(o.jailUID),
 		GID:       uint32(o.jailGID),
 		Insecure:  o.insecureNoJail,
+		// The process limit counts every session's rsync together (they
+		// share the jail uid); a session runs at most three.
+		MaxProcs: uint64(4*max(o.maxLive, 1) + 64),
 	})
 	if err != nil {
 		return err
@@ -178,17 +189,22 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		flushSinks(ctx)
 	}()
 	srv := proxy.New(proxy.Config{
-		Limiter:    limiter,
-		Metrics:    m,
-		HostSigner: signer,
-		Verifier:   &auth.Verifier{Store: store, Timeout: o.redisTimeout},
-		Store:      store,
-		Jail:       jail,
-		Events:     events,
-		DataDir:    dataDir,
-		LoginGrace: o.loginGrace,
+		Limiter: limiter,
+		// Token IDs are public; refusing an ID after failures lets anyone
+		// lock its owner out, so it is opt-in.
+		LimitTokenIDs: o.limiter.tokenThreshold > 0,
+		Metrics:       m,
+		HostSigner:    signer,
+		Verifier:      &auth.Verifier{Store: store, Timeout: o.redisTimeout},
+		Store:         store,
+		Jail:          jail,
+		Events:        events,
+		DataDir:       dataDir,
+		LoginGrace:    o.loginGrace,
 
 		MaxSessionLifetime: o.maxLifetime,
+		MaxLiveSessions:    o.maxLive,
+		DefaultMaxLogins:   o.defaultLogins,
 		IdleTimeout:        o.idleTimeout,
 		CutOnExpiry:        o.cutOnExpiry,
 		WarnFraction:       o.warnFraction,
@@ -292,4 +308,16 @@ func countExpiring(ctx context.Context, store *auth.Store, m *metrics.Metrics,
 		case <-time.After(time.Minute):
 		}
 	}
+}
+
+// redisLog sends go-redis's own messages (dial retries and the like) to the
+// gateway's logger at debug level, instead of bare lines on stderr that would
+// break a JSON log; every Redis failure that matters is already an event.
+type redisLog struct{ log *logrus.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	if r.log == nil {
+		return
+	}
+	r.log.WithField("event.action", "redis.client").Debugf("redis: "+format, v...)
 }
