@@ -102,13 +102,17 @@ func (s *Server) warnIfExpiring(sess ssh.Session, ev audit.Event, g *grant) {
 	s.cfg.Events.Emit(ev)
 }
 
-// roundLeft prints a remaining time as 5h12m or 42s.
+// roundLeft prints a remaining time as 5h12m, 3h or 42s.
 func roundLeft(d time.Duration) string {
-	if d >= time.Hour {
-		d = d.Round(time.Minute)
-		return strings.TrimSuffix(d.String(), "0s")
+	if d < time.Hour {
+		return d.Round(time.Second).String()
 	}
-	return d.Round(time.Second).String()
+	d = d.Round(time.Minute)
+	h, m := d/time.Hour, (d%time.Hour)/time.Minute
+	if m == 0 {
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%dh%dm", h, m)
 }
 
 // prepareRoot finds, or for a transfer that writes creates, the token's

@@ -164,7 +164,7 @@ func New(cfg Config) *Server {
 			s.cfg.Events.Logger().WithField("source.address", conn.RemoteAddr().String()).
 				WithError(err).Info("proxy: handshake: failed")
 		},
-		SubsystemHandlers:    map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
+		SubsystemHandlers: map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
 			"default": s.refuseChannel,
