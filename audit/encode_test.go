@@ -43,11 +43,11 @@ func TestEncodeJSON(t *testing.T) {
 		},
 		{
 			name: "no HTML escaping, errors as text",
-			ev: Event{Action: ActionBackendFailure, Message: "a < b & c",
+			ev: Event{Action: ActionAuthDenied, Message: "a < b & c",
 				Fields: map[string]any{"error.message": errors.New("dial: refused")}},
 			host: "gw1",
 			want: `{"@timestamp":"2026-12-04T15:40:01.2Z","error.message":"dial: refused",` +
-				`"event.action":"backend.unavailable","event.kind":"event","host.name":"gw1",` +
+				`"event.action":"auth.denied","event.kind":"event","host.name":"gw1",` +
 				`"log.level":"info","message":"a < b & c"}`,
 		},
 		{

@@ -11,17 +11,16 @@ import (
 
 // The event names. Each is the event.action field of one kind of log line.
 const (
-	ActionAuthGranted    = "auth.granted"
-	ActionAuthDenied     = "auth.denied"
-	ActionCommandDenied  = "command.denied"
-	ActionSessionStart   = "session.start"
-	ActionSessionEnd     = "session.end"
-	ActionTokenCreated   = "token.created"
-	ActionTokenRevoked   = "token.revoked"
-	ActionTokenExpiring  = "token.expiring"
-	ActionTokenIssued    = "token.issued"
-	ActionSourceBanned   = "source.banned"
-	ActionBackendFailure = "backend.unavailable"
+	ActionAuthGranted   = "auth.granted"
+	ActionAuthDenied    = "auth.denied"
+	ActionCommandDenied = "command.denied"
+	ActionSessionStart  = "session.start"
+	ActionSessionEnd    = "session.end"
+	ActionTokenCreated  = "token.created"
+	ActionTokenRevoked  = "token.revoked"
+	ActionTokenExpiring = "token.expiring"
+	ActionTokenIssued   = "token.issued"
+	ActionSourceBanned  = "source.banned"
 )
 
 // Event is one structured record for the SIEM. Field names follow the

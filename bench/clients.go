@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -19,6 +18,7 @@ type side struct {
 	user string
 	port int
 	root string   // host path of the directory the client sees as its root
+	logs string   // where client runs keep their stderr
 	env  []string // extra client environment (the token for sshpass)
 	auth []string // ssh options that pick the login method
 	wrap []string // what runs ssh (sshpass for the token)
@@ -52,20 +52,38 @@ func (s *side) remote(path string) string {
 // rsync runs one stock rsync client and times it from fork to exit.
 func (s *side) rsync(ctx context.Context, cipher string, timeout time.Duration,
 	args ...string) (time.Duration, error) {
+	return s.rsyncFrom(ctx, "", cipher, timeout, args...)
+}
+
+// rsyncFrom is rsync with the client's source address set (any 127/8
+// address is loopback); "" leaves it to the kernel. Its stderr goes to a
+// file, not a pipe: a pipe would make the wait last as long as any process
+// that inherited it, not rsync's own life.
+func (s *side) rsyncFrom(ctx context.Context, source, cipher string, timeout time.Duration,
+	args ...string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	argv := append([]string{"-e", strings.Join(s.sshArgv(cipher, false), " ")}, args...)
+	stderr, err := os.CreateTemp(s.logs, s.name+"-rsync-*.err")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(stderr.Name())
+	defer stderr.Close()
+	ssh := s.sshArgv(cipher, false)
+	if source != "" {
+		ssh = append(ssh, "-o", "BindAddress="+source)
+	}
+	argv := append([]string{"-e", strings.Join(ssh, " ")}, args...)
 	cmd := exec.CommandContext(ctx, "rsync", argv...)
 	cmd.Env = append(os.Environ(), s.env...)
-	cmd.WaitDelay = 5 * time.Second
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stderr = stderr
 	started := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	took := time.Since(started)
 	if err != nil {
+		msg, _ := os.ReadFile(stderr.Name())
 		return took, fmt.Errorf("%s: rsync %s: %v: %s", s.name, strings.Join(args, " "), err,
-			clip(stderr.String(), 400))
+			clip(string(msg), 400))
 	}
 	return took, nil
 }
@@ -115,7 +133,7 @@ func (s *side) negotiate(ctx context.Context, cipher string) (negotiated, error)
 // gatewaySide is the gateway, reached with the token through sshpass.
 func (b *bench) gatewaySide() *side {
 	return &side{
-		name: "gateway", user: "bench", port: b.gwPort, root: b.gwRoot(),
+		name: "gateway", user: "bench", port: b.gwPort, root: b.gwRoot(), logs: b.logs(),
 		env:  []string{"SSHPASS=" + b.token},
 		wrap: []string{"sshpass", "-e"},
 		auth: []string{"-o", "PubkeyAuthentication=no",
@@ -126,12 +144,13 @@ func (b *bench) gatewaySide() *side {
 // opensshSide is the throwaway sshd, reached with its client key.
 func (b *bench) opensshSide() *side {
 	return &side{
-		name: "openssh", user: "root", port: b.sshPort, root: b.sshRoot(),
+		name: "openssh", user: "root", port: b.sshPort, root: b.sshRoot(), logs: b.logs(),
 		auth: []string{"-i", b.sshKey, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 			"-o", "PreferredAuthentications=publickey"},
 	}
 }
 
+func (b *bench) logs() string    { return filepath.Join(b.work, "logs") }
 func (b *bench) gwRoot() string  { return filepath.Join(b.work, "gw", "data", "bench") }
 func (b *bench) sshRoot() string { return filepath.Join(b.work, "sshd", "data") }
 

@@ -10,8 +10,8 @@ import (
 )
 
 // makeData writes the client-side sources: the big file from /dev/urandom
-// (incompressible, as the brief asks), the small files' tree from a seeded
-// generator (fast, and the same tree on every run), and one tiny file.
+// (incompressible, so no layer can shrink it), the small files' tree from a
+// seeded generator (fast, and the same tree on every run), and one tiny file.
 func (b *bench) makeData() error {
 	src := filepath.Join(b.work, "src")
 	if err := os.MkdirAll(filepath.Join(src, "small"), 0o755); err != nil {

@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,7 +38,7 @@ type scale struct {
 }
 
 var (
-	fullScale = scale{BigSize: 1 << 30, BigRuns: 3, SmallFiles: 20000, Runs: 5, TinyRuns: 50,
+	fullScale = scale{BigSize: 1 << 30, BigRuns: 5, SmallFiles: 20000, Runs: 9, TinyRuns: 50,
 		Concurrent: 200, ConcRuns: 3, Idle: 1000, SSHIdle: 200, TokenChecks: 2000}
 	quickScale = scale{BigSize: 64 << 20, BigRuns: 3, SmallFiles: 2000, Runs: 3, TinyRuns: 20,
 		Concurrent: 50, ConcRuns: 1, Idle: 200, SSHIdle: 50, TokenChecks: 500}
@@ -47,6 +49,7 @@ type options struct {
 	work    string // scratch dir, removed at the end
 	out     string // JSON results
 	quick   bool
+	cases   map[int]bool
 }
 
 // bench is one run: the processes it started and what it found.
@@ -76,10 +79,18 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the JSON results")
 	flag.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
 		"smoke-test sizes (also BENCH_QUICK=1)")
+	only := flag.String("cases", os.Getenv("BENCH_CASES"),
+		"comma-separated cases to run, e.g. 1,4 (default all; also BENCH_CASES)")
 	flag.Parse()
+	cases, err := parseCases(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: -cases:", err)
+		os.Exit(2)
+	}
+	o.cases = cases
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o)
+	err = run(ctx, o)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -130,6 +141,28 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("\nresults written to %s (%.0f s)\n", o.out, b.report.DurationS)
 	return ctx.Err()
+}
+
+// parseCases reads "1,4,6"; empty means every case.
+func parseCases(list string) (map[int]bool, error) {
+	out := map[int]bool{}
+	for _, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 1 || n > 6 {
+			return nil, fmt.Errorf("%q is not a case (1-6)", part)
+		}
+		out[n] = true
+	}
+	if len(out) == 0 {
+		for n := 1; n <= 6; n++ {
+			out[n] = true
+		}
+	}
+	return out, nil
 }
 
 func checkTools() error {
@@ -186,8 +219,10 @@ func (b *bench) setUp(ctx context.Context) error {
 	if err := b.makeData(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(b.work, "gw", "data"), 0o755); err != nil {
-		return err
+	for _, dir := range []string{filepath.Join(b.work, "gw", "data"), b.logs()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	b.say("starting redis-server, the gateway and sshd on 127.0.0.1")
 	if err := b.startRedis(); err != nil {
@@ -220,36 +255,65 @@ func (b *bench) setUp(ctx context.Context) error {
 		}
 		_ = os.RemoveAll(dir)
 	}
-	return nil
+	neg, _, err := b.negotiateBoth(ctx, "")
+	b.report.Negotiated = neg
+	return err
 }
 
 func (b *bench) runCases(ctx context.Context) {
-	b.say("case 1: %s file, push and pull, per cipher", sizeLabel(b.scale.BigSize))
-	b.caseThroughput(ctx)
-	b.say("cases 2 and 3: %d small files, push and pull, then with no change",
-		b.scale.SmallFiles)
-	b.caseSmallFiles(ctx)
-	b.say("case 4: one tiny file, %d runs per side", b.scale.TinyRuns)
-	b.caseTiny(ctx)
-	if m, err := b.scrape(ctx); err == nil {
-		defer func() {
-			if b.report.TokenCheck != nil {
-				b.report.TokenCheck.InGateway = histogram(m,
-					"tokengate_redis_call_duration_seconds")
-			}
-		}()
+	if b.opts.cases[1] {
+		b.say("case 1: %s file, push and pull, per cipher", sizeLabel(b.scale.BigSize))
+		b.caseThroughput(ctx)
 	}
-	b.say("case 4: token check against redis-server, %d samples", b.scale.TokenChecks)
+	if b.opts.cases[2] || b.opts.cases[3] {
+		b.say("cases 2 and 3: %d small files, push and pull, then with no change",
+			b.scale.SmallFiles)
+		b.caseSmallFiles(ctx)
+	}
+	if b.opts.cases[4] {
+		b.say("case 4: one tiny file, %d runs per side", b.scale.TinyRuns)
+		b.caseTiny(ctx)
+		b.say("case 4: token check against redis-server, %d samples", b.scale.TokenChecks)
+		b.tokenCheck(ctx)
+	}
+	if b.opts.cases[5] {
+		b.say("case 5: %d concurrent tiny pulls, %d runs per side", b.scale.Concurrent,
+			b.scale.ConcRuns)
+		b.caseConcurrent(ctx)
+	}
+	if b.opts.cases[6] {
+		b.say("case 6: %d idle sessions on a fresh gateway", b.scale.Idle)
+		b.report.Idle = b.caseIdle(ctx)
+	}
+	if b.failed() {
+		b.report.LogTails = map[string]string{}
+		for _, p := range b.procs {
+			b.report.LogTails[filepath.Base(p.log)] = p.logTail()
+		}
+	}
+}
+
+// tokenCheck measures the token check in this process, and keeps the
+// gateway's own histogram of it from the tiny-file runs.
+func (b *bench) tokenCheck(ctx context.Context) {
+	inGateway, _ := b.scrape(ctx)
 	tc, err := b.measureTokenCheck(ctx, b.scale.TokenChecks)
 	if err != nil {
 		b.report.Errors = append(b.report.Errors, "token check: "+err.Error())
+		return
 	}
+	tc.InGateway = histogram(inGateway, "tokengate_redis_call_duration_seconds")
 	b.report.TokenCheck = tc
-	b.say("case 5: %d concurrent tiny pulls, %d runs per side", b.scale.Concurrent,
-		b.scale.ConcRuns)
-	b.caseConcurrent(ctx)
-	b.say("case 6: %d idle sessions on a fresh gateway", b.scale.Idle)
-	b.report.Idle = b.caseIdle(ctx)
+}
+
+// failed says whether anything went wrong, so that the servers' logs are kept.
+func (b *bench) failed() bool {
+	for _, r := range b.report.Rows {
+		if r.Error != "" {
+			return true
+		}
+	}
+	return len(b.report.Errors) > 0 || (b.report.Idle != nil && b.report.Idle.Error != "")
 }
 
 // say prints progress on stderr.

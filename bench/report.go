@@ -28,6 +28,8 @@ type report struct {
 	TokenCheck *tokenCheck           `json:"token_check,omitempty"`
 	Idle       *idleResult           `json:"idle,omitempty"`
 	Errors     []string              `json:"errors,omitempty"`
+	// LogTails are the ends of the servers' logs, kept when something failed.
+	LogTails map[string]string `json:"log_tails,omitempty"`
 }
 
 // machine is what the numbers were measured on.
@@ -143,7 +145,7 @@ func (r *report) printTable(w io.Writer) {
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "case\tmeasurement\tcipher\tgateway\topenssh\tgw/ossh\ttarget\tverdict")
+	fmt.Fprintln(tw, "case\tmeasurement\tcipher\tgateway\topenssh\tgw/ossh [90% CI]\ttarget\tverdict")
 	for _, rw := range r.Rows {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rw.Case, rw.Name, dash(rw.Cipher),
 			cell(rw.Gateway), cell(rw.OpenSSH), ratioCell(rw), dash(rw.Target), verdict(rw))
@@ -162,6 +164,8 @@ func (r *report) printTable(w io.Writer) {
 			passWord(id.Pass))
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "~: the ratio's 90% bootstrap interval holds 1.00: "+
+		"the difference is within the noise")
 	for _, rw := range r.Rows {
 		if rw.Error != "" {
 			fmt.Fprintf(w, "case %d %s: error: %s\n", rw.Case, rw.Name, rw.Error)
@@ -218,9 +222,14 @@ func ratioCell(r row) string {
 	if r.Ratio == nil {
 		return "n/a"
 	}
+	if len(r.RatioCI) == 2 {
+		return fmt.Sprintf("%.2f [%.2f-%.2f]", *r.Ratio, r.RatioCI[0], r.RatioCI[1])
+	}
 	return fmt.Sprintf("%.2f", *r.Ratio)
 }
 
+// verdict is pass or MISS on the medians; "~" marks a verdict the noise could
+// flip: the ratio's interval holds the 1.00 target.
 func verdict(r row) string {
 	switch {
 	case r.NA != "":
@@ -228,7 +237,12 @@ func verdict(r row) string {
 	case r.Pass == nil:
 		return "-"
 	}
-	return passWord(*r.Pass)
+	out := passWord(*r.Pass)
+	if strings.HasPrefix(r.Target, "<=") && len(r.RatioCI) == 2 && r.RatioCI[0] <= 1 &&
+		r.RatioCI[1] > 1 {
+		out += " ~"
+	}
+	return out
 }
 
 func passWord(ok bool) string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"time"
 )
 
@@ -16,6 +17,26 @@ type series struct {
 	// the server with every process below it (jails, rsync, sshd children).
 	PeakRSSKiB     int64 `json:"peak_rss_kib,omitempty"`
 	TreePeakRSSKiB int64 `json:"tree_peak_rss_kib,omitempty"`
+	// FailureReasons counts failed runs by their message, digits masked so
+	// that runs differing only in a path or a port count together.
+	FailureReasons map[string]int `json:"failure_reasons,omitempty"`
+}
+
+// fail counts one failed run.
+func (s *series) fail(err error) {
+	s.Failures++
+	if s.FailureReasons == nil {
+		s.FailureReasons = map[string]int{}
+	}
+	if len(s.FailureReasons) < 20 {
+		s.FailureReasons[reasonKey(err)]++
+	}
+}
+
+var digits = regexp.MustCompile(`[0-9]+`)
+
+func reasonKey(err error) string {
+	return clip(digits.ReplaceAllString(err.Error(), "#"), 300)
 }
 
 // finish computes the summary; a series without runs keeps zeros (JSON has
@@ -55,7 +76,7 @@ func runPairs(ctx context.Context, n int, sides [2]*side, st step) ([2]*series, 
 			}
 			err := runOnce(ctx, sides[k], st, &out[k].Runs)
 			if err != nil {
-				out[k].Failures++
+				out[k].fail(err)
 				if first == nil {
 					first = err
 				}

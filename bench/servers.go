@@ -182,12 +182,15 @@ func (b *bench) restartGateway() error {
 	return b.startGateway()
 }
 
-// createToken runs `gateway token create` for the bench's root.
+// createToken runs `gateway token create` for the bench's root. Its session
+// cap is raised above what cases 5 and 6 hold at once, as an admin would for
+// a heavy client; the gateway's default cap would refuse them.
 func (b *bench) createToken(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, b.opts.gateway, "token", "create", "--redis", b.redisURL(),
-		"--root", "bench", "--scope", "read,write", "--ttl", "24h", "--note", "bench")
+		"--root", "bench", "--scope", "read,write", "--ttl", "24h", "--note", "bench",
+		"--max-sessions", strconv.Itoa(max(b.scale.Idle, b.scale.Concurrent)+100))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

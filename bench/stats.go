@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 )
 
@@ -35,4 +36,27 @@ func ratio(a, b float64) float64 {
 		return math.NaN()
 	}
 	return a / b
+}
+
+// ratioInterval is a 90% bootstrap interval of median(a)/median(b): how far
+// the ratio moves when the runs are drawn again. With a handful of runs it is
+// rough, but it tells a real difference from a noisy one.
+func ratioInterval(a, b []float64) (lo, hi float64) {
+	if len(a) == 0 || len(b) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	rng := rand.New(rand.NewPCG(7, 11)) // fixed: the same runs give the same interval
+	const rounds = 2000
+	ratios := make([]float64, rounds)
+	ra, rb := make([]float64, len(a)), make([]float64, len(b))
+	for i := range ratios {
+		for j := range ra {
+			ra[j] = a[rng.IntN(len(a))]
+		}
+		for j := range rb {
+			rb[j] = b[rng.IntN(len(b))]
+		}
+		ratios[i] = ratio(median(ra), median(rb))
+	}
+	return percentile(ratios, 5), percentile(ratios, 95)
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,5 +122,54 @@ func TestBruteForceBan(t *testing.T) {
 	}
 	if failures != 25 {
 		t.Errorf("token_unknown attempts counted %v, want 25 (10 + 15)", failures)
+	}
+}
+
+// `gateway ban list` shows a ban and `gateway ban remove` lifts it early.
+func TestBanCLI(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r, withArgs("--ban-threshold", "3", "--ban-time", "1h",
+		"--allow-networks", "127.0.0.3/32"))
+	good := g.createToken("c", "read", time.Hour)
+	for i := 0; i < 3; i++ {
+		tryLogin(g, "127.0.0.1", mintUnstoredToken(t))
+	}
+	if ok, _ := tryLogin(g, "127.0.0.1", good); ok {
+		t.Fatal("not banned after the threshold")
+	}
+	out, err := exec.Command(gatewayBin, "ban", "list", "--redis", r.URL()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "127.0.0.1") {
+		t.Fatalf("ban list: %v\n%s", err, out)
+	}
+	out, err = exec.Command(gatewayBin, "ban", "remove", "--redis", r.URL(), "127.0.0.1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ban remove: %v\n%s", err, out)
+	}
+	if ok, _ := tryLogin(g, "127.0.0.1", good); !ok {
+		t.Fatal("still banned after ban remove")
+	}
+	out, _ = exec.Command(gatewayBin, "ban", "remove", "--redis", r.URL(), "not-an-ip").CombinedOutput()
+	if !strings.Contains(string(out), "not an IP address") {
+		t.Fatalf("bad address: %s", out)
+	}
+}
+
+// Every refusal takes at least the constant failure delay, so the time to
+// answer does not tell an unknown token from a wrong secret.
+func TestRefusalsTakeTheSameMinimumTime(t *testing.T) {
+	r := redistest.Start(t)
+	g := startGateway(t, r)
+	real := g.createToken("d", "read", time.Hour)
+	for name, tok := range map[string]string{
+		"unknown": mintUnstoredToken(t), "wrong secret": withOtherSecret(t, real),
+		"malformed": "tg_nonsense",
+	} {
+		start := time.Now()
+		if ok, _ := tryLogin(g, "127.0.0.1", tok); ok {
+			t.Fatalf("%s logged in", name)
+		}
+		if took := time.Since(start); took < 250*time.Millisecond {
+			t.Errorf("%s refused after %v, before the 250ms floor", name, took)
+		}
 	}
 }

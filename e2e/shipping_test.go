@@ -60,6 +60,8 @@ func TestEventStreamFromTwoGateways(t *testing.T) {
 	for _, g := range []*gateway{g1, g2} {
 		expectRefused(t, g.rsync(mintUnstoredToken(t), "-a", g.remote("x"), t.TempDir()+"/"), "unknown token")
 	}
+	// Admin commands append to the same stream.
+	created := tokenID(t, g1.createToken("x", "read", time.Hour))
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -73,16 +75,21 @@ func TestEventStreamFromTwoGateways(t *testing.T) {
 				continue
 			}
 			var e event
-			if json.Unmarshal([]byte(line), &e) == nil && e.str("event.action") == "auth.denied" &&
-				e.str("event.reason") == "token_unknown" {
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue
+			}
+			if e.str("event.action") == "auth.denied" && e.str("event.reason") == "token_unknown" {
 				seen[e.str("host.name")] = true
 			}
+			if e.str("event.action") == "token.created" && e.str("token.id") == created {
+				seen["admin"] = true
+			}
 		}
-		if seen["gw-one"] && seen["gw-two"] {
+		if seen["gw-one"] && seen["gw-two"] && seen["admin"] {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("stream holds denials from %v, want gw-one and gw-two:\n%s", seen, out)
+			t.Fatalf("stream holds events from %v, want gw-one, gw-two and admin:\n%s", seen, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"os"
+	"os/user"
+	"strconv"
+
 	"context"
 	"flag"
 	"time"
+
+	"github.com/tokengate/tokengate/audit"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/redis/go-redis/v9"
@@ -18,6 +24,37 @@ type adminSpec struct {
 	flags func(fs *flag.FlagSet)
 	// run does the work with a connected client.
 	run func(ctx context.Context, rdb *redis.Client, args []string) error
+}
+
+// adminEvent records what an admin did in the fleet's event stream, where
+// gateways' events go too, so the SIEM sees token.created and
+// token.revoked next to the logins they affect. It is best effort: the
+// change itself is already made.
+func adminEvent(ctx context.Context, rdb *redis.Client, ev audit.Event) {
+	ev.Outcome = "success"
+	ev.Fields = mergeFields(ev.Fields, map[string]any{"user.name": currentUser()})
+	host := hostName()
+	_ = audit.NewStream(rdb, os.Getenv("TOKENGATE_EVENT_STREAM"), 0).
+		Deliver(ctx, audit.EncodeJSON(ev, time.Now(), host))
+}
+
+func mergeFields(a, b map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// currentUser names the admin who ran the command, for the audit trail.
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(os.Getuid())
 }
 
 // adminCommand wires an adminSpec: the --redis flags, the shared option

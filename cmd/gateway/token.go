@@ -15,6 +15,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokengate/tokengate/audit"
 	"github.com/tokengate/tokengate/auth"
 )
 
@@ -128,9 +129,23 @@ func tokenCreateCommand() *ffcli.Command {
 			if err := auth.NewStore(rdb).Create(ctx, rec); err != nil {
 				return fmt.Errorf("storing token: %w", err)
 			}
+			adminEvent(ctx, rdb, createdEvent(&rec, ""))
 			return printCreated(os.Stdout, os.Stderr, tok, &rec, c.json)
 		},
 	})
+}
+
+// createdEvent describes a new token for the audit trail; rotatedFrom
+// names the token it replaces, if any.
+func createdEvent(rec *auth.Record, rotatedFrom string) audit.Event {
+	fields := map[string]any{"token.scopes": rec.Scopes.String(), "token.root": rec.Root,
+		"token.expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339)}
+	msg := "token " + rec.ID + " created"
+	if rotatedFrom != "" {
+		fields["token.rotated_from"] = rotatedFrom
+		msg += " to replace " + rotatedFrom
+	}
+	return audit.Event{Action: audit.ActionTokenCreated, TokenID: rec.ID, Message: msg, Fields: fields}
 }
 
 func printCreated(stdout, stderr io.Writer, tok auth.Token, rec *auth.Record, asJSON bool) error {
@@ -268,6 +283,7 @@ func tokenRotateCommand() *ffcli.Command {
 			if err := store.Shorten(ctx, old.ID, now.Add(overlap)); err != nil {
 				return fmt.Errorf("ending the old token: %w", err)
 			}
+			adminEvent(ctx, rdb, createdEvent(&rec, old.ID))
 			fmt.Fprintf(os.Stderr, "token %s ends at %s\n", old.ID,
 				now.Add(overlap).UTC().Format(time.RFC3339))
 			return printCreated(os.Stdout, os.Stderr, tok, &rec, asJSON)
@@ -317,6 +333,9 @@ func tokenRevokeCommand() *ffcli.Command {
 			if err != nil {
 				return fmt.Errorf("revoking token: %w", err)
 			}
+			adminEvent(ctx, rdb, audit.Event{Action: audit.ActionTokenRevoked, TokenID: id,
+				Message: "token " + id + " revoked by an admin",
+				Fields:  map[string]any{"token.was_live": deleted}})
 			if !deleted {
 				fmt.Fprintf(os.Stderr, "token %s was not live; revocation broadcast anyway\n", id)
 				return nil
