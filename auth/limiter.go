@@ -285,7 +285,14 @@ func normalise(ip netip.Addr) (netip.Addr, error) {
 	if !ip.IsValid() {
 		return ip, errors.New("limiter: invalid source address")
 	}
-	return ip.Unmap().WithZone(""), nil
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		// One IPv6 client commonly holds a whole /64; scoring single
+		// addresses would let it spread its guesses over 2^64 of them.
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return ip, nil
 }
 
 func (l *Limiter) allowed(ip netip.Addr) bool {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -120,7 +121,8 @@ func TestLimiterBanExpiresAndRepeatsLonger(t *testing.T) {
 			t.Fatalf("a %v ban ended after %v", want, took)
 		}
 	}
-	if out, err := srv.CLI("GET", banCountKey(ip)); err != nil || out != "4\n" {
+	// IPv6 sources are scored by their /64.
+	if out, err := srv.CLI("GET", banCountKey(netip.MustParseAddr("2001:db8::"))); err != nil || out != "4\n" {
 		t.Fatalf("ban count = %q, %v", out, err)
 	}
 }
@@ -266,7 +268,7 @@ func TestLimiterListAndUnban(t *testing.T) {
 	if err != nil || len(bans) != 2 {
 		t.Fatalf("Bans = %v, %v", bans, err)
 	}
-	if bans[0].Addr != v4 || bans[1].Addr != v6 || bans[0].Count != 1 ||
+	if bans[0].Addr != v4 || bans[1].Addr != netip.MustParseAddr("2001:db8::") || bans[0].Count != 1 ||
 		bans[0].Remaining <= 0 || bans[0].Remaining > time.Minute {
 		t.Fatalf("Bans = %+v", bans)
 	}
@@ -320,5 +322,26 @@ func TestLimiterRedisDown(t *testing.T) {
 	}
 	if _, _, err := l.Banned(ctx, netip.Addr{}); err == nil {
 		t.Error("Banned accepted an invalid address")
+	}
+}
+
+// Addresses of one IPv6 /64 are one source: spreading guesses over them
+// does not avoid the ban.
+func TestLimiterIPv6ByPrefix(t *testing.T) {
+	srv := redistest.Start(t)
+	l := NewLimiter(newTestClient(t, srv), testLimiterConfig())
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		ip := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i))
+		if _, _, err := l.Failure(ctx, ip, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	banned, _, err := l.Banned(ctx, netip.MustParseAddr("2001:db8:1:2::ffff"))
+	if err != nil || !banned {
+		t.Fatalf("the /64 is not banned after 10 failures spread over it: %v %v", banned, err)
+	}
+	if banned, _, _ := l.Banned(ctx, netip.MustParseAddr("2001:db8:1:3::1")); banned {
+		t.Fatal("a neighbouring /64 was banned")
 	}
 }

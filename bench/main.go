@@ -100,7 +100,8 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	started := time.Now()
-	b := &bench{opts: o, scale: fullScale, report: &report{Mode: "full"}}
+	b := &bench{opts: o, scale: fullScale,
+		report: &report{Mode: "full", Setup: map[string]string{}}}
 	limit := 60 * time.Minute
 	if o.quick {
 		b.scale, b.report.Mode, limit = quickScale, "quick", 10*time.Minute
@@ -254,6 +255,9 @@ func (b *bench) setUp(ctx context.Context) error {
 			return fmt.Errorf("smoke test: %w", err)
 		}
 		_ = os.RemoveAll(dir)
+	}
+	for _, s := range b.sides() {
+		b.report.Setup["client_"+s.name] = strings.Join(s.sshArgv("", false), " ")
 	}
 	neg, _, err := b.negotiateBoth(ctx, "")
 	b.report.Negotiated = neg

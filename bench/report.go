@@ -22,7 +22,9 @@ type report struct {
 	Machine   machine `json:"machine"`
 	Scale     scale   `json:"scale"`
 	// WorkFS is the filesystem the data lived on (tmpfs unless it lacked room).
-	WorkFS     string                `json:"work_fs"`
+	WorkFS string `json:"work_fs"`
+	// Setup is how the servers were started and reached, for comparing runs.
+	Setup      map[string]string     `json:"setup"`
 	Negotiated map[string]negotiated `json:"negotiated_default"`
 	Rows       []row                 `json:"rows"`
 	TokenCheck *tokenCheck           `json:"token_check,omitempty"`

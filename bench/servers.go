@@ -167,6 +167,7 @@ func (b *bench) startGateway() error {
 		return err
 	}
 	b.gw = p
+	b.report.Setup["gateway"] = strings.Join(p.cmd.Args[1:], " ")
 	return waitFor(p, 20*time.Second, func() bool {
 		log, _ := os.ReadFile(logPath)
 		return bytes.Contains(log, []byte(`"gateway.ready"`))
@@ -282,6 +283,7 @@ func (b *bench) startSSHD(ctx context.Context) error {
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}
+	b.report.Setup["sshd_config"] = text
 	p, err := b.start("sshd", filepath.Join(b.work, "sshd.log"), "/usr/sbin/sshd", "-D", "-e",
 		"-f", conf)
 	if err != nil {

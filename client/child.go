@@ -68,6 +68,8 @@ func runChild(ctx context.Context, argv []string, env tokenEnv, token string,
 	cmd.Stderr = watch
 	// Interrupted, rsync gets the chance to clean up as it does on Ctrl-C.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// If sync itself is killed outright, rsync is told to stop too.
+	cmd.SysProcAttr = childAttrs()
 	// An ssh ControlMaster left running holds stderr open; do not wait on it.
 	cmd.WaitDelay = 5 * time.Second
 

@@ -65,9 +65,9 @@ func TestBruteForceBan(t *testing.T) {
 			refused++
 		}
 	}
-	// The tenth refusal bans the source and closes its connection too.
-	if denied := len(g.events("auth.denied")); refused != 9 || early != 991 || denied != 10 {
-		t.Fatalf("%d refused, %d cut before auth, %d auth.denied events; want 9, 991, 10",
+	// The tenth refusal bans the source (and says so); later ones never reach auth.
+	if denied := len(g.events("auth.denied")); refused != 10 || early != 990 || denied != 10 {
+		t.Fatalf("%d refused, %d cut before auth, %d auth.denied events; want 10, 990, 10",
 			refused, early, denied)
 	}
 	if n := len(g.events("source.banned")); n != 1 {

@@ -55,6 +55,7 @@ func TestProxyProtocol(t *testing.T) {
 	if err := dialWithHeader(g, "127.0.0.2", header, tok); err == nil {
 		t.Fatal("an untrusted peer chose its address with a PROXY header")
 	}
+	g.waitEvent("auth.denied", map[string]string{"event.reason": "proxy_header_invalid"})
 	if err := dialWithHeader(g, "127.0.0.2", "", tok); err != nil {
 		t.Fatalf("a direct client was refused: %v", err)
 	}

@@ -9,19 +9,20 @@ import (
 // DefaultCiphers is the cipher list the gateway offers, chosen for speed
 // without giving up security.
 //
-// In an SSH negotiation the client's order wins, and OpenSSH clients put
-// chacha20-poly1305 first. Go's chacha20-poly1305 runs at a fraction of the
-// speed of its AES-GCM on CPUs with AES instructions, so on such CPUs the
-// gateway leaves chacha20 out and every modern client settles on AES-GCM, an
-// AEAD cipher with no known weakness. Without AES instructions, where AES-GCM
-// would be the slow and less safe one, chacha20 comes first. The CTR modes
-// stay for old clients; x/crypto pairs them with encrypt-then-MAC.
+// In an SSH negotiation the client's order wins. OpenSSH clients list
+// chacha20-poly1305 first, then the AES-CTR modes, then AES-GCM. Go's
+// chacha20-poly1305 runs at about half the speed of its AES-GCM on CPUs with
+// AES instructions (measured: 4.4-5.3 s per GiB against 2.4-3.1 s), and
+// AES-CTR needs a separate HMAC pass. So on such CPUs the gateway offers only
+// AES-GCM, an AEAD cipher with no known weakness that every OpenSSH since
+// 6.2 supports, and clients settle on it. Without AES instructions, where
+// AES-GCM would be the slow and less safe one, chacha20 comes first. An
+// operator with older clients can widen the list with --ciphers.
 func DefaultCiphers() []string {
-	aead := []string{gossh.CipherAES128GCM, gossh.CipherAES256GCM}
 	if !hasAESHardware() {
-		aead = []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128GCM, gossh.CipherAES256GCM}
+		return []string{gossh.CipherChaCha20Poly1305, gossh.CipherAES128GCM, gossh.CipherAES256GCM}
 	}
-	return append(aead, gossh.CipherAES128CTR, gossh.CipherAES256CTR)
+	return []string{gossh.CipherAES128GCM, gossh.CipherAES256GCM}
 }
 
 func hasAESHardware() bool {

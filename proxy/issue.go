@@ -51,6 +51,10 @@ func (s *Server) issueToken(sess ssh.Session, ev audit.Event, g *grant) {
 			"[--root SUBDIR] [--json]")
 		return
 	}
+	if len(*sub) > 1024 {
+		deny(audit.ReasonArgumentInvalid, "--root is longer than 1024 bytes")
+		return
+	}
 
 	now := time.Now()
 	scopes, err := auth.ParseScopes(*scopeList)
@@ -95,6 +99,9 @@ func (s *Server) issueToken(sess ssh.Session, ev audit.Event, g *grant) {
 		ID: tok.ID, SecretHash: auth.HashSecret(tok.Secret), Scopes: scopes, Root: root,
 		ExpiresAt: expires, CreatedAt: now, Note: "issued by " + parent.ID,
 		User: parent.User, Parent: parent.ID,
+		// A child is never looser than its parent: it keeps the parent's
+		// session cap and its single use.
+		MaxSessions: parent.MaxSessions, SingleUse: parent.SingleUse,
 	}
 	ctx, cancel := context.WithTimeout(sess.Context(), 5*time.Second)
 	defer cancel()

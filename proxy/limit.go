@@ -61,12 +61,13 @@ var countedReasons = map[audit.Reason]bool{
 }
 
 // recordFailure scores a failed login and reports whether it banned the
-// source. The ban is announced by exactly one source.banned event.
+// source, and for how long. The ban is announced by exactly one
+// source.banned event.
 func (s *Server) recordFailure(ctx context.Context, meta gossh.ConnMetadata, ev audit.Event,
-	reason audit.Reason) bool {
+	reason audit.Reason) (time.Duration, bool) {
 	ip, ok := addrIP(meta.RemoteAddr())
 	if s.cfg.Limiter == nil || !ok || !countedReasons[reason] {
-		return false
+		return 0, false
 	}
 	rctx, cancel := context.WithTimeout(ctx, limiterTimeout)
 	defer cancel()
@@ -76,7 +77,7 @@ func (s *Server) recordFailure(ctx context.Context, meta gossh.ConnMetadata, ev 
 	}
 	newly, banFor, err := s.cfg.Limiter.Failure(rctx, ip, tokenID)
 	if err != nil || !newly {
-		return false
+		return 0, false
 	}
 	s.cfg.Metrics.Banned()
 	ban := ev
@@ -86,7 +87,7 @@ func (s *Server) recordFailure(ctx context.Context, meta gossh.ConnMetadata, ev 
 	ban.Message = "source " + ip.String() + " banned for " + banFor.String()
 	ban.Fields = map[string]any{"ban.duration_s": int64(banFor.Seconds())}
 	s.cfg.Events.Emit(ban)
-	return true
+	return banFor, true
 }
 
 func addrIP(addr net.Addr) (netip.Addr, bool) {

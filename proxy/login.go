@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	"github.com/gliderlabs/ssh"
@@ -58,18 +57,19 @@ func (s *Server) authenticate(ctx ssh.Context, meta gossh.ConnMetadata, method,
 		}
 		s.cfg.Events.Emit(ev)
 		s.cfg.Metrics.AuthAttempt(method, "failure", string(d.Reason))
-		if s.recordFailure(ctx, meta, ev, d.Reason) {
-			// The source is banned now; end this connection too.
-			if conn, ok := ctx.Value(netConnKey).(net.Conn); ok {
-				_ = conn.Close()
-			}
+		banner := "tokengate: " + d.Message + "\n"
+		if banFor, banned := s.recordFailure(ctx, meta, ev, d.Reason); banned {
+			banner += "tokengate: too many failed logins: this address is banned for " +
+				banFor.String() + "\n"
 		}
 
 		// Pad every refusal to the same minimum time.
 		if wait := s.cfg.FailureDelay - time.Since(started); wait > 0 {
 			time.Sleep(wait)
 		}
-		return nil, &gossh.BannerError{Err: d, Message: "tokengate: " + d.Message + "\n"}
+		// One attempt per connection (MaxAuthTries), so the banner is
+		// followed by a disconnect.
+		return nil, &gossh.BannerError{Err: d, Message: banner}
 	}
 
 	// Logged in: the login deadline and the pending cap no longer apply.

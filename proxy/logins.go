@@ -72,13 +72,12 @@ func (s *Server) countLogin(ctx ssh.Context, rec *auth.Record) *audit.Denial {
 			"token %s already has %d live session(s), its limit", rec.ID, n)
 	}
 	s.logins.add(rec.ID, member)
-	go func() {
-		<-ctx.Done()
+	context.AfterFunc(ctx, func() {
 		s.logins.remove(rec.ID, member)
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = s.cfg.Store.ReleaseLogin(rctx, rec.ID, member)
-	}()
+	})
 	return nil
 }
 

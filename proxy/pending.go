@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -14,22 +15,31 @@ type pendingLogins struct {
 	bySource  map[string]int
 	max       int
 	maxSource int
+	// exempt networks (the allow-list) are held to the total cap only.
+	exempt []netip.Prefix
 }
 
-func newPendingLogins(max, maxSource int) *pendingLogins {
-	return &pendingLogins{bySource: map[string]int{}, max: max, maxSource: maxSource}
+func newPendingLogins(max, maxSource int, exempt []netip.Prefix) *pendingLogins {
+	return &pendingLogins{bySource: map[string]int{}, max: max, maxSource: maxSource,
+		exempt: exempt}
 }
 
 // enter admits a connection or refuses it; release (safe to call more than
 // once) gives its place back.
 func (p *pendingLogins) enter(addr net.Addr) (release func(), ok bool) {
 	src := addr.String()
+	perSource := p.maxSource
 	if ip, ok := addrIP(addr); ok {
 		src = ip.String()
+		for _, n := range p.exempt {
+			if n.Contains(ip) {
+				perSource = p.max
+			}
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.total >= p.max || p.bySource[src] >= p.maxSource {
+	if p.total >= p.max || p.bySource[src] >= perSource {
 		return func() {}, false
 	}
 	p.total++

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ type Config struct {
 	// logging in, in all and from one address, as sshd's MaxStartups does.
 	MaxPending          int
 	MaxPendingPerSource int
+	// AllowNetworks are held to MaxPending only, not the per-source cap:
+	// a trusted relay or NAT may carry many clients.
+	AllowNetworks []netip.Prefix
 	// FailureDelay pads every refused login to at least this long, so the
 	// time to answer does not tell an unknown token from a wrong secret.
 	// Zero takes the default; negative turns the padding off.
@@ -151,20 +155,15 @@ func New(cfg Config) *Server {
 		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
 	}
 	s := &Server{cfg: cfg, live: NewRegistry(), logins: newLoginLeases(), instance: newSessionID(),
-		pending: newPendingLogins(cfg.MaxPending, cfg.MaxPendingPerSource)}
+		pending: newPendingLogins(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.AllowNetworks)}
 	s.ssh = &ssh.Server{
-		Version:              "tokengate",
-		HostSigners:          []ssh.Signer{cfg.HostSigner},
-		Handler:              s.handleExec,
-		ConnCallback:         s.onConnect,
-		ServerConfigCallback: s.serverConfig,
-		ConnectionFailedCallback: func(conn net.Conn, err error) {
-			// Handshake failures are not denials (no token was judged), but an
-			// operator wants to see floods of them.
-			s.cfg.Events.Logger().WithField("source.address", conn.RemoteAddr().String()).
-				WithError(err).Info("proxy: handshake: failed")
-		},
-		SubsystemHandlers: map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
+		Version:                  "tokengate",
+		HostSigners:              []ssh.Signer{cfg.HostSigner},
+		Handler:                  s.handleExec,
+		ConnCallback:             s.onConnect,
+		ServerConfigCallback:     s.serverConfig,
+		ConnectionFailedCallback: s.connectionFailed,
+		SubsystemHandlers:        map[string]ssh.SubsystemHandler{"default": s.refuseSubsystem},
 		ChannelHandlers: map[string]ssh.ChannelHandler{
 			"session": s.sessionChannel,
 			"default": s.refuseChannel,
@@ -219,14 +218,16 @@ func (s *Server) onConnect(ctx ssh.Context, conn net.Conn) net.Conn {
 			Info("proxy: connect: login grace expired; closed")
 		_ = conn.Close()
 	})
+	conn, quickAckDone := withQuickAck(conn)
+	var once sync.Once
 	loggedIn := func() {
-		grace.Stop()
-		release()
+		once.Do(func() {
+			grace.Stop()
+			release()
+			quickAckDone()
+		})
 	}
-	go func() {
-		<-ctx.Done()
-		loggedIn()
-	}()
+	context.AfterFunc(ctx, loggedIn)
 	ctx.SetValue(loggedInKey, loggedIn)
 	ctx.SetValue(netConnKey, conn)
 	ctx.SetValue(connIDKey, newSessionID())
@@ -262,6 +263,9 @@ func (s *Server) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 		},
 		NoClientAuthCallback: func(gossh.ConnMetadata) (*gossh.Permissions, error) {
 			return nil, errors.New("a token is required")
+		},
+		AuthLogCallback: func(meta gossh.ConnMetadata, method string, err error) {
+			s.methodRefused(meta, method, err)
 		},
 	}
 	cfg.Ciphers = s.cfg.Ciphers

@@ -188,7 +188,7 @@ func TestConcurrentSessionsAndCut(t *testing.T) {
 }
 
 func TestPendingLoginsCap(t *testing.T) {
-	p := newPendingLogins(3, 2)
+	p := newPendingLogins(3, 2, nil)
 	a := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	b := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1}
 	r1, ok1 := p.enter(a)

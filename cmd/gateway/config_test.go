@@ -60,3 +60,23 @@ func TestFlagsAfterArguments(t *testing.T) {
 		t.Fatalf("args %v, overlap %v, err %v", args, overlap, err)
 	}
 }
+
+// Settings that would switch a limit off by accident are refused.
+func TestServeSettingsValidated(t *testing.T) {
+	for _, args := range [][]string{
+		{"--idle-timeout", "0"}, {"--max-session-lifetime", "-1s"}, {"--redis-timeout", "0"},
+		{"--max-live-sessions", "0"}, {"--expiry-warning-fraction", "5"}, {"--log-format", "xml"},
+	} {
+		var o serveOptions
+		if err := newServeCommand(&o).Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.validate(); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	var o serveOptions
+	if err := newServeCommand(&o).Parse(nil); err != nil || o.validate() != nil {
+		t.Fatalf("the defaults do not validate: %v", o.validate())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -65,6 +66,9 @@ func (c *createOptions) newTokenRecord(now time.Time) (auth.Token, auth.Record, 
 	if strings.ContainsAny(c.note, "\r\n") {
 		return auth.Token{}, auth.Record{}, errors.New("--note must be one line")
 	}
+	if audit.RedactTokens(c.note) != c.note {
+		return auth.Token{}, auth.Record{}, errors.New("--note holds a token; notes are shown to every admin")
+	}
 	if c.maxSessions < 0 {
 		return auth.Token{}, auth.Record{}, fmt.Errorf("--max-sessions must be 0 (no cap) or more")
 	}
@@ -111,7 +115,7 @@ func tokenCreateCommand() *ffcli.Command {
 			fs.StringVar(&c.root, "root", "", "directory the token can see, relative to the gateway's data dir")
 			fs.StringVar(&c.scopes, "scope", "read", "comma-separated: read, write, delete, issue")
 			fs.StringVar(&c.user, "user", "", "the token only works for this SSH user name")
-			fs.IntVar(&c.maxSessions, "max-sessions", 0, "concurrent logins across all gateways (0: no cap)")
+			fs.IntVar(&c.maxSessions, "max-sessions", 0, "concurrent logins across all gateways (0: the gateway's --default-max-sessions)")
 			fs.BoolVar(&c.singleUse, "single-use", false, "the token works for exactly one login")
 			fs.StringVar(&c.notBefore, "not-before", "", "refuse logins before this RFC 3339 time")
 			fs.DurationVar(&c.ttl, "ttl", 24*time.Hour, "lifetime, e.g. 15m, 24h")
@@ -179,6 +183,9 @@ func tokenListCommand() *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("list takes no arguments (got %q)", args[0])
 			}
+			if within < 0 {
+				return fmt.Errorf("--expiring-within must not be negative (got %v)", within)
+			}
 			store := auth.NewStore(rdb)
 			now := time.Now()
 			recs, err := store.List(ctx, now)
@@ -221,7 +228,9 @@ func tokenListCommand() *ffcli.Command {
 // whose root is root or below it (when set).
 func filterRecords(recs []*auth.Record, now time.Time, within time.Duration,
 	root string) []*auth.Record {
-	root = strings.Trim(root, "/")
+	if root != "" {
+		root = strings.Trim(path.Clean(root), "/")
+	}
 	var out []*auth.Record
 	for _, rec := range recs {
 		if within > 0 && rec.ExpiresAt.Sub(now) > within {
@@ -284,8 +293,11 @@ func tokenRotateCommand() *ffcli.Command {
 				return fmt.Errorf("ending the old token: %w", err)
 			}
 			adminEvent(ctx, rdb, createdEvent(&rec, old.ID))
-			fmt.Fprintf(os.Stderr, "token %s ends at %s\n", old.ID,
-				now.Add(overlap).UTC().Format(time.RFC3339))
+			ends := now.Add(overlap)
+			if old.ExpiresAt.Before(ends) {
+				ends = old.ExpiresAt
+			}
+			fmt.Fprintf(os.Stderr, "token %s ends at %s\n", old.ID, ends.UTC().Format(time.RFC3339))
 			return printCreated(os.Stdout, os.Stderr, tok, &rec, asJSON)
 		},
 	})
@@ -329,7 +341,16 @@ func tokenRevokeCommand() *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			deleted, err := auth.NewStore(rdb).Revoke(ctx, id, time.Now())
+			store := auth.NewStore(rdb)
+			if _, state, err := store.Get(ctx, id, time.Now()); err != nil {
+				return fmt.Errorf("reading token: %w", err)
+			} else if state == auth.StateUnknown {
+				// Still broadcast: a gateway may hold sessions of a token
+				// whose keys an admin deleted by hand.
+				_, _ = store.Revoke(ctx, id, time.Now())
+				return fmt.Errorf("no token %s (mistyped ID?); revocation broadcast anyway", id)
+			}
+			deleted, err := store.Revoke(ctx, id, time.Now())
 			if err != nil {
 				return fmt.Errorf("revoking token: %w", err)
 			}
@@ -337,7 +358,7 @@ func tokenRevokeCommand() *ffcli.Command {
 				Message: "token " + id + " revoked by an admin",
 				Fields:  map[string]any{"token.was_live": deleted}})
 			if !deleted {
-				fmt.Fprintf(os.Stderr, "token %s was not live; revocation broadcast anyway\n", id)
+				fmt.Fprintf(os.Stderr, "token %s had already expired or been revoked\n", id)
 				return nil
 			}
 			fmt.Fprintf(os.Stderr, "revoked token %s\n", id)
