@@ -18,6 +18,7 @@ import (
 )
 
 func tokenID(t *testing.T, token string) string {
+	t.Helper()
 	tok, err := auth.ParseToken(token)
 	if err != nil {
 		t.Fatal(err)

@@ -69,19 +69,10 @@ func (s tokenSequence) runs(t *testing.T) int {
 	return n
 }
 
-func idOf(t *testing.T, token string) string {
-	t.Helper()
-	tok, err := auth.ParseToken(token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok.ID
-}
-
 // revokeByDEL revokes a token the way an admin with only redis-cli does.
 func revokeByDEL(t *testing.T, r *redistest.Server, token string) {
 	t.Helper()
-	out, err := r.CLI("DEL", auth.TokenKey(idOf(t, token)))
+	out, err := r.CLI("DEL", auth.TokenKey(tokenID(t, token)))
 	if err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("DEL: %v %s", err, out)
 	}
@@ -145,7 +136,7 @@ func TestSyncRetriesWithAFreshToken(t *testing.T) {
 	if n := tokens.runs(t); n != 2 {
 		t.Errorf("the token command ran %d times, want 2", n)
 	}
-	id := idOf(t, revoked)
+	id := tokenID(t, revoked)
 	for _, want := range []string{"tokengate: token " + id + " was revoked", "trying again"} {
 		if !strings.Contains(res.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, res.stderr)
@@ -179,7 +170,7 @@ func TestSyncResumesAfterARevocationCut(t *testing.T) {
 	cmd := g.syncCommand([]string{"--token-cmd", tokens.command(), "--backoff", "100ms"},
 		"--bwlimit=1024", g.remote("big.bin"), dst+"/")
 	go func() { done <- runCmd(t, cmd) }()
-	g.waitEvent("session.start", map[string]string{"token.id": idOf(t, first)})
+	g.waitEvent("session.start", map[string]string{"token.id": tokenID(t, first)})
 	time.Sleep(time.Second) // about a quarter of the file
 	revokeByDEL(t, r, first)
 
@@ -188,10 +179,10 @@ func TestSyncResumesAfterARevocationCut(t *testing.T) {
 		t.Fatalf("sync: exit %d:\n%s", res.code, res.stderr)
 	}
 	sameTree(t, readTree(t, dst), map[string]string{"big.bin": big})
-	if !strings.Contains(res.stderr, "tokengate: token "+idOf(t, first)+" was revoked") {
+	if !strings.Contains(res.stderr, "tokengate: token "+tokenID(t, first)+" was revoked") {
 		t.Errorf("the cut is not on stderr:\n%s", res.stderr)
 	}
-	end := g.waitEvent("session.end", map[string]string{"token.id": idOf(t, second)})
+	end := g.waitEvent("session.end", map[string]string{"token.id": tokenID(t, second)})
 	if out, _ := end["bytes.out"].(float64); out <= 0 || out > size*3/4 {
 		t.Errorf("the retry sent %v bytes of %d; want only what the cut left",
 			end["bytes.out"], size)
@@ -234,7 +225,7 @@ func TestSyncTokenExpiresBetweenTwoFiles(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("file 2: exit %d:\n%s", res.code, res.stderr)
 	}
-	want := "tokengate: token " + idOf(t, short) + " expired at"
+	want := "tokengate: token " + tokenID(t, short) + " expired at"
 	if !strings.Contains(res.stderr, want) {
 		t.Errorf("file 2's stderr lacks %q:\n%s", want, res.stderr)
 	}
@@ -277,7 +268,7 @@ func TestSyncGivesUp(t *testing.T) {
 		if len(alerts) != 1 {
 			t.Fatalf("%d ALERT lines, want 1:\n%s", len(alerts), res.stderr)
 		}
-		id := idOf(t, revoked)
+		id := tokenID(t, revoked)
 		for _, want := range []string{"token refused 3 times", id + " was revoked",
 			`the token command "sh /`, "keeps returning that token", "rerun"} {
 			if !strings.Contains(alerts[0], want) {
@@ -338,7 +329,7 @@ func TestSyncGivesUp(t *testing.T) {
 				t.Errorf("stderr lacks %q:\n%s", want, res.stderr)
 			}
 		}
-		if n := len(g.events("auth.granted")) + g.denials(idOf(t, tok)); n != 0 {
+		if n := len(g.events("auth.granted")) + g.denials(tokenID(t, tok)); n != 0 {
 			t.Errorf("the token reached the gateway (%d events) without a trusted host key", n)
 		}
 	})
@@ -466,7 +457,7 @@ func TestSyncMintsFromAnIssuerToken(t *testing.T) {
 	g := startGateway(t, r)
 	g.seed("s", map[string]string{".keep": ""})
 	issuer := g.createToken("s", "read,write,issue", time.Hour)
-	issuerID := idOf(t, issuer)
+	issuerID := tokenID(t, issuer)
 	tokens := newTokenSequence(t, issuer)
 
 	// The gateway's side of minting, as sync calls it.

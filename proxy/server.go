@@ -124,36 +124,16 @@ func New(cfg Config) *Server {
 	case cfg.FailureDelay < 0:
 		cfg.FailureDelay = 0
 	}
-	if cfg.MaxSessionsPerConn <= 0 {
-		cfg.MaxSessionsPerConn = DefaultMaxSessionsPerConn
-	}
-	if cfg.ProtectedArgsTimeout <= 0 {
-		cfg.ProtectedArgsTimeout = 30 * time.Second
-	}
-	if cfg.MaxSessionLifetime <= 0 {
-		cfg.MaxSessionLifetime = DefaultMaxSessionLifetime
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.WarnFraction <= 0 {
-		cfg.WarnFraction = DefaultWarnFraction
-	}
-	if cfg.WarnMax <= 0 {
-		cfg.WarnMax = DefaultWarnMax
-	}
-	if cfg.MaxLiveSessions <= 0 {
-		cfg.MaxLiveSessions = DefaultMaxLiveSessions
-	}
-	if cfg.DefaultMaxLogins <= 0 {
-		cfg.DefaultMaxLogins = DefaultMaxLoginsPerToken
-	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = DefaultMaxPending
-	}
-	if cfg.MaxPendingPerSource <= 0 {
-		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
-	}
+	orDefault(&cfg.MaxSessionsPerConn, DefaultMaxSessionsPerConn)
+	orDefault(&cfg.ProtectedArgsTimeout, 30*time.Second)
+	orDefault(&cfg.MaxSessionLifetime, DefaultMaxSessionLifetime)
+	orDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&cfg.WarnFraction, DefaultWarnFraction)
+	orDefault(&cfg.WarnMax, DefaultWarnMax)
+	orDefault(&cfg.MaxLiveSessions, DefaultMaxLiveSessions)
+	orDefault(&cfg.DefaultMaxLogins, DefaultMaxLoginsPerToken)
+	orDefault(&cfg.MaxPending, DefaultMaxPending)
+	orDefault(&cfg.MaxPendingPerSource, DefaultMaxPendingPerSource)
 	s := &Server{cfg: cfg, live: NewRegistry(), logins: newLoginLeases(), instance: newSessionID(),
 		pending: newPendingLogins(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.AllowNetworks)}
 	s.ssh = &ssh.Server{
@@ -173,6 +153,13 @@ func New(cfg Config) *Server {
 		},
 	}
 	return s
+}
+
+// orDefault replaces a zero or negative setting with its default.
+func orDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Live is the registry of running sessions, for the revocation feed.
