@@ -97,7 +97,9 @@ func runTokenCommand(ctx context.Context, command string, stderr io.Writer) (str
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return "", fmt.Errorf("did not finish within %v", TokenCommandTimeout)
 	}
-	if err != nil {
+	// A command that exited 0 but left a background child holding its
+	// stdout still printed its token; only a failed exit is a failure.
+	if err != nil && !(errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState.Success()) {
 		return "", fmt.Errorf("failed: %v", err)
 	}
 	tok := firstLine(out.Bytes())

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -179,5 +180,14 @@ func TestSources(t *testing.T) {
 	file := FileSource(writeTokenFile(t, tok, 0o600))
 	if got, err := file.Token(ctx); err != nil || got != tok {
 		t.Fatalf("file source: %q, %v", got, err)
+	}
+}
+
+// A token command that leaves a background process holding its stdout still
+// delivers the token it printed.
+func TestTokenCommandWithBackgroundChild(t *testing.T) {
+	tok, err := runTokenCommand(context.Background(), "echo tg_from_cmd; sleep 5 &", io.Discard)
+	if err != nil || tok != "tg_from_cmd" {
+		t.Fatalf("got %q, %v", tok, err)
 	}
 }

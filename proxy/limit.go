@@ -13,10 +13,15 @@ import (
 	"github.com/tokengate/tokengate/auth"
 )
 
-// limiterTimeout bounds each limiter call. The limiter guards against
-// guessing; when Redis is slow the login is refused by the token lookup
+// limiterTimeout bounds each limiter call: a quarter of the Redis timeout,
+// so that a login against a Redis that accepts but never answers is refused
+// within about one and a half --redis-timeout in all. The limiter guards
+// against guessing; when Redis is slow the token lookup refuses the login
 // anyway, so a limiter that cannot answer lets the attempt through to it.
-const limiterTimeout = time.Second
+func (s *Server) limiterTimeout() time.Duration {
+	t := s.cfg.Verifier.Timeout / 4
+	return min(max(t, 50*time.Millisecond), time.Second)
+}
 
 // banned reports whether a connection comes from a banned source.
 func (s *Server) banned(ctx context.Context, addr net.Addr) bool {
@@ -24,7 +29,7 @@ func (s *Server) banned(ctx context.Context, addr net.Addr) bool {
 	if s.cfg.Limiter == nil || !ok {
 		return false
 	}
-	rctx, cancel := context.WithTimeout(ctx, limiterTimeout)
+	rctx, cancel := context.WithTimeout(ctx, s.limiterTimeout())
 	defer cancel()
 	banned, _, err := s.cfg.Limiter.Banned(rctx, ip)
 	return err == nil && banned
@@ -40,7 +45,7 @@ func (s *Server) limitToken(ctx context.Context, token string) (*auth.Record, er
 	if err != nil {
 		return nil, nil // Verify refuses it with the right reason.
 	}
-	rctx, cancel := context.WithTimeout(ctx, limiterTimeout)
+	rctx, cancel := context.WithTimeout(ctx, s.limiterTimeout())
 	defer cancel()
 	limited, err := s.cfg.Limiter.TokenLimited(rctx, tok.ID)
 	if err != nil || !limited {
@@ -69,7 +74,7 @@ func (s *Server) recordFailure(ctx context.Context, meta gossh.ConnMetadata, ev 
 	if s.cfg.Limiter == nil || !ok || !countedReasons[reason] {
 		return 0, false
 	}
-	rctx, cancel := context.WithTimeout(ctx, limiterTimeout)
+	rctx, cancel := context.WithTimeout(ctx, s.limiterTimeout())
 	defer cancel()
 	tokenID := ""
 	if auth.ValidID(ev.TokenID) {
