@@ -220,7 +220,9 @@ func TestRunStopsWhenInterrupted(t *testing.T) {
 	f := newFakeJob(t, "", "tokengate: token "+bad[3:15]+" was revoked", "12")
 	f.Source, _ = tokenList(bad, newToken(t))
 	f.Backoff = time.Hour
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// Long enough for the first run even on a loaded machine; the hour of
+	// backoff after it is what gets interrupted.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	err := Run(ctx, f.Job)
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
