@@ -33,10 +33,15 @@ type adminSpec struct {
 func adminEvent(ctx context.Context, rdb *redis.Client, ev audit.Event) {
 	ev.Outcome = "success"
 	ev.Fields = mergeFields(ev.Fields, map[string]any{"user.name": currentUser()})
-	host := hostName()
-	_ = audit.NewStream(rdb, os.Getenv("TOKENGATE_EVENT_STREAM"), 0).
-		Deliver(ctx, audit.EncodeJSON(ev, time.Now(), host))
+	key, _ := ctx.Value(streamKey{}).(string)
+	if key == "" {
+		return
+	}
+	_ = audit.NewStream(rdb, key, 0).Deliver(ctx, audit.EncodeJSON(ev, time.Now(), hostName()))
 }
+
+// streamKey carries --event-stream to adminEvent.
+type streamKey struct{}
 
 func mergeFields(a, b map[string]any) map[string]any {
 	out := map[string]any{}
@@ -61,10 +66,12 @@ func currentUser() string {
 // sources (flags, TOKENGATE_* variables, --config), a client for the length
 // of run, and a deadline on the whole command.
 func adminCommand(spec adminSpec) *ffcli.Command {
-	var url string
+	var url, stream string
 	var timeout time.Duration
 	fs := flag.NewFlagSet("gateway "+spec.name, flag.ContinueOnError)
 	registerRedis(fs, &url, &timeout)
+	fs.StringVar(&stream, "event-stream", audit.DefaultStreamKey,
+		"Redis stream that admin events (token.created, token.revoked) are appended to (empty: off)")
 	if spec.flags != nil {
 		spec.flags(fs)
 	}
@@ -87,6 +94,7 @@ func adminCommand(spec adminSpec) *ffcli.Command {
 			defer rdb.Close()
 			ctx, cancel := context.WithTimeout(ctx, timeout*time.Duration(calls))
 			defer cancel()
+			ctx = context.WithValue(ctx, streamKey{}, stream)
 			return spec.run(ctx, rdb, args)
 		},
 	}
