@@ -150,27 +150,52 @@ func (s *Store) Create(ctx context.Context, rec Record) error {
 // Lookup fetches a token and its meta record in one round trip and says
 // whether the token is live, expired, revoked or unknown.
 func (s *Store) Lookup(ctx context.Context, id string, now time.Time) (*Record, State, error) {
-	var tok, meta *redis.MapStringStringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		tok = p.HGetAll(ctx, TokenKey(id))
-		meta = p.HGetAll(ctx, MetaKey(id))
-		return nil
-	})
+	recs, states, err := s.lookupMany(ctx, []string{id}, now)
 	if err != nil {
 		return nil, StateUnknown, err
 	}
-	if len(tok.Val()) == 0 && len(meta.Val()) == 0 {
+	return recs[0], states[0], nil
+}
+
+// lookupMany is Lookup for many IDs, in one round trip.
+func (s *Store) lookupMany(ctx context.Context, ids []string,
+	now time.Time) ([]*Record, []State, error) {
+	toks := make([]*redis.MapStringStringCmd, len(ids))
+	metas := make([]*redis.MapStringStringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			toks[i] = p.HGetAll(ctx, TokenKey(id))
+			metas[i] = p.HGetAll(ctx, MetaKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	recs := make([]*Record, len(ids))
+	states := make([]State, len(ids))
+	for i, id := range ids {
+		if recs[i], states[i], err = classify(id, toks[i].Val(), metas[i].Val(), now); err != nil {
+			return nil, nil, err
+		}
+	}
+	return recs, states, nil
+}
+
+// classify decodes a token's two hashes and says what state it is in.
+func classify(id string, tok, meta map[string]string, now time.Time) (*Record, State, error) {
+	if len(tok) == 0 && len(meta) == 0 {
 		return nil, StateUnknown, nil
 	}
-	rec, err := decodeRecord(id, tok.Val(), meta.Val())
+	rec, err := decodeRecord(id, tok, meta)
 	if err != nil {
 		return nil, StateUnknown, err
 	}
 	switch {
-	case len(tok.Val()) > 0 && !rec.ExpiresAt.After(now):
+	case len(tok) > 0 && !rec.ExpiresAt.After(now):
 		// Redis may not have evicted it yet; the stored expiry is the truth.
 		return rec, StateExpired, nil
-	case len(tok.Val()) > 0:
+	case len(tok) > 0:
 		return rec, StateLive, nil
 	case !rec.RevokedAt.IsZero():
 		return rec, StateRevoked, nil
@@ -182,31 +207,31 @@ func (s *Store) Lookup(ctx context.Context, id string, now time.Time) (*Record, 
 	}
 }
 
-// Get returns a token by ID (live, or known through its meta record).
-func (s *Store) Get(ctx context.Context, id string, now time.Time) (*Record, State, error) {
-	return s.Lookup(ctx, id, now)
+// liveIDs lists the IDs that have a token key, by SCAN.
+func (s *Store) liveIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	iter := s.rdb.Scan(ctx, 0, TokenKey("*"), 1000).Iterator()
+	for iter.Next(ctx) {
+		if id := strings.TrimPrefix(iter.Val(), TokenKey("")); ValidID(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, iter.Err()
 }
 
 // List returns every live token, soonest expiry first.
 func (s *Store) List(ctx context.Context, now time.Time) ([]*Record, error) {
-	var ids []string
-	iter := s.rdb.Scan(ctx, 0, TokenKey("*"), 500).Iterator()
-	for iter.Next(ctx) {
-		id := strings.TrimPrefix(iter.Val(), TokenKey(""))
-		if ValidID(id) {
-			ids = append(ids, id)
-		}
+	ids, err := s.liveIDs(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if err := iter.Err(); err != nil {
+	recs, states, err := s.lookupMany(ctx, ids, now)
+	if err != nil {
 		return nil, err
 	}
 	var out []*Record
-	for _, id := range ids {
-		rec, state, err := s.Lookup(ctx, id, now)
-		if err != nil {
-			return nil, err
-		}
-		if state == StateLive {
+	for i, rec := range recs {
+		if states[i] == StateLive {
 			out = append(out, rec)
 		}
 	}
@@ -438,18 +463,14 @@ func parseTime(s string) (time.Time, error) {
 // is meant for a once-a-minute gauge, not for a request path.
 func (s *Store) CountExpiring(ctx context.Context, now time.Time, fraction float64,
 	max time.Duration) (int, error) {
-	var keys []string
-	iter := s.rdb.Scan(ctx, 0, TokenKey("*"), 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	ids, err := s.liveIDs(ctx)
+	if err != nil {
 		return 0, err
 	}
-	cmds := make([]*redis.SliceCmd, len(keys))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.HMGet(ctx, k, "created_at", "expires_at")
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HMGet(ctx, TokenKey(id), "created_at", "expires_at")
 		}
 		return nil
 	})
@@ -463,10 +484,7 @@ func (s *Store) CountExpiring(ctx context.Context, now time.Time, fraction float
 		expires, _ := v[1].(string)
 		ct, err1 := parseTime(created)
 		et, err2 := parseTime(expires)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if InWarningWindow(ct, et, now, fraction, max) {
+		if err1 == nil && err2 == nil && InWarningWindow(ct, et, now, fraction, max) {
 			n++
 		}
 	}

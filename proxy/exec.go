@@ -154,7 +154,8 @@ func (s *Server) decide(sess ssh.Session, raw string, g *grant) (*session.Plan, 
 	plan, err := session.Authorize(inv, g.rec.Scopes)
 	var d *audit.Denial
 	if errors.As(err, &d) && d.Reason == audit.ReasonScopeMissing {
-		d.Message = "token " + g.rec.ID + " " + strings.TrimPrefix(d.Message, "token ")
+		// The policy says what is lacking; only the gateway knows whose.
+		d.Message = "token " + g.rec.ID + " " + d.Message
 	}
 	return plan, err
 }
@@ -302,9 +303,9 @@ func (s *Server) run(sess ssh.Session, cmd *exec.Cmd, plan *session.Plan, ev aud
 		bytesIn = copyCounting(stdin, sess, &lastActive)
 	}()
 	bytesOut = copyCounting(sess, stdout, &lastActive)
-	waitErr := cmd.Wait()
+	_ = cmd.Wait() // the status is read from ProcessState below
 
-	code := exitCode(cmd, waitErr)
+	code := exitCode(cmd)
 	cut := cutMsg.Load()
 	if cut != nil {
 		code = ExitDenied
@@ -375,7 +376,7 @@ func idleCheckEvery(idle time.Duration) time.Duration {
 	return every
 }
 
-func exitCode(cmd *exec.Cmd, waitErr error) int {
+func exitCode(cmd *exec.Cmd) int {
 	st := cmd.ProcessState
 	if st == nil {
 		return exitInternal
@@ -386,7 +387,6 @@ func exitCode(cmd *exec.Cmd, waitErr error) int {
 	if code := st.ExitCode(); code >= 0 {
 		return code
 	}
-	_ = waitErr
 	return exitInternal
 }
 

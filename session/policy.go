@@ -115,11 +115,11 @@ func checkDirection(inv *Invocation, scopes auth.Scope) *audit.Denial {
 	switch inv.Direction {
 	case DirectionPull:
 		if !scopes.Has(auth.ScopeRead) {
-			return audit.Deny(audit.ReasonScopeMissing, "token lacks read scope")
+			return audit.Deny(audit.ReasonScopeMissing, "lacks read scope")
 		}
 	case DirectionPush:
 		if !scopes.Has(auth.ScopeWrite) {
-			return audit.Deny(audit.ReasonScopeMissing, "token lacks write scope")
+			return audit.Deny(audit.ReasonScopeMissing, "lacks write scope")
 		}
 	default:
 		return audit.Deny(audit.ReasonArgumentInvalid, "the transfer has no direction")
@@ -178,14 +178,14 @@ func approveOption(dir Direction, opt option, dest string, scopes auth.Scope) (
 		(spec.deletes == deletesOnPush && dir == DirectionPush)
 	if deletes && !scopes.Has(auth.ScopeDelete) {
 		return "", false, audit.Deny(audit.ReasonScopeMissing,
-			"token lacks delete scope (needed by %s)", quoteArg(opt.given))
+			"lacks delete scope (needed by %s)", quoteArg(opt.given))
 	}
 	// A list file named on a push is read by the server and its lines are
 	// echoed back as file names: that is reading the root.
 	if spec.value == valueFilesFrom && dir == DirectionPush && opt.value != "-" &&
 		!scopes.Has(auth.ScopeRead) {
 		return "", false, audit.Deny(audit.ReasonScopeMissing,
-			"token lacks read scope (needed by --files-from on a push)")
+			"lacks read scope (needed by --files-from on a push)")
 	}
 
 	value, denial := approveValue(opt, dest)

@@ -219,7 +219,7 @@ func TestRealRsyncDeleteNeedsScope(t *testing.T) {
 	rig.write(rig.root, "dst/stale.txt", "stale")
 
 	out, err := rig.rsync("write", "-a", "--delete", "src/", "gw:dst/")
-	if err == nil || !strings.Contains(out, "token lacks delete scope (needed by --delete)") {
+	if err == nil || !strings.Contains(out, "lacks delete scope (needed by --delete)") {
 		t.Fatalf("push --delete without delete scope: err %v\n%s", err, out)
 	}
 	rig.expectFile(rig.root, "dst/stale.txt", "stale")

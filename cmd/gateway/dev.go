@@ -101,9 +101,8 @@ func runDev(ctx context.Context, o *serveOptions, scopes string, set map[string]
 		return err
 	}
 	if !o.insecureNoJail {
-		if _, err := session.NewJail(session.JailConfig{RsyncPath: o.rsyncPath,
-			StateDir: o.stateDir, UID: uint32(o.jailUID),
-			GID: uint32(o.jailGID)}); err != nil {
+		var err error
+		if o.jail, err = session.NewJail(o.jailConfig()); err != nil {
 			fmt.Fprintf(os.Stderr, "dev: the jail is unavailable here (%v);\n"+
 				"dev: running rsync UNCONFINED, which only `gateway dev` ever does by itself\n", err)
 			o.insecureNoJail = true

@@ -55,6 +55,10 @@ type serveOptions struct {
 	maxPending     int
 	maxPendingSrc  int
 	ciphers        string
+
+	// jail, when set (by dev, which had to build one to know whether it
+	// can), is used instead of building another.
+	jail *session.Jail
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
@@ -139,6 +143,20 @@ func newServeCommand(o *serveOptions) *ffcli.Command {
 	}
 }
 
+// jailConfig is the jail these settings describe.
+func (o *serveOptions) jailConfig() session.JailConfig {
+	return session.JailConfig{
+		RsyncPath: o.rsyncPath,
+		StateDir:  o.stateDir,
+		UID:       uint32(o.jailUID),
+		GID:       uint32(o.jailGID),
+		Insecure:  o.insecureNoJail,
+		// The process limit counts every session's rsync together (they
+		// share the jail uid); a session runs at most three.
+		MaxProcs: uint64(4*max(o.maxLive, 1) + 64),
+	}
+}
+
 // validate refuses settings that would switch a limit off by accident.
 func (o *serveOptions) validate() error {
 	positive := map[string]time.Duration{
@@ -204,18 +222,11 @@ func serve(ctx context.Context, o *serveOptions, ready func(addr net.Addr, key g
 		log.WithField("event.action", "jail.disabled").
 			Warn("serve: jail: DISABLED by --insecure-no-jail; rsync runs unconfined; never do this in production")
 	}
-	jail, err := session.NewJail(session.JailConfig{
-		RsyncPath: o.rsyncPath,
-		StateDir:  o.stateDir,
-		UID:       uint32(o.jailUID),
-		GID:       uint32(o.jailGID),
-		Insecure:  o.insecureNoJail,
-		// The process limit counts every session's rsync together (they
-		// share the jail uid); a session runs at most three.
-		MaxProcs: uint64(4*max(o.maxLive, 1) + 64),
-	})
-	if err != nil {
-		return err
+	jail := o.jail
+	if jail == nil {
+		if jail, err = session.NewJail(o.jailConfig()); err != nil {
+			return err
+		}
 	}
 	signer, err := proxy.LoadOrCreateHostKey(o.stateDir)
 	if err != nil {

@@ -267,7 +267,7 @@ func tokenRotateCommand() *ffcli.Command {
 			}
 			store := auth.NewStore(rdb)
 			now := time.Now()
-			old, state, err := store.Get(ctx, id, now)
+			old, state, err := store.Lookup(ctx, id, now)
 			if err != nil {
 				return fmt.Errorf("reading token: %w", err)
 			}
@@ -314,7 +314,7 @@ func tokenShowCommand() *ffcli.Command {
 				return err
 			}
 			now := time.Now()
-			rec, state, err := auth.NewStore(rdb).Get(ctx, id, now)
+			rec, state, err := auth.NewStore(rdb).Lookup(ctx, id, now)
 			if err != nil {
 				return fmt.Errorf("reading token: %w", err)
 			}
@@ -342,7 +342,7 @@ func tokenRevokeCommand() *ffcli.Command {
 				return err
 			}
 			store := auth.NewStore(rdb)
-			if _, state, err := store.Get(ctx, id, time.Now()); err != nil {
+			if _, state, err := store.Lookup(ctx, id, time.Now()); err != nil {
 				return fmt.Errorf("reading token: %w", err)
 			} else if state == auth.StateUnknown {
 				// Still broadcast: a gateway may hold sessions of a token
